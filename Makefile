@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   creates .venv, installs robustlab, runs the catastrophic-overfitting demo
+#   make test   same set-up, runs the test suite
+PY       ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+TORCH    ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench setup clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch first, pinned, so that no dependency resolves a CUDA build of torch.
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[formats,offline,progress,test]"
+	# torchattacks (independent cross-check in the tests and benchmarks) declares torchvision,
+	# which has no CPU build here: install it without its dependencies.
+	$(BIN)/pip install -q --no-deps "torchattacks==3.5.1"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/robustlab demo
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_train_throughput.py
+	$(BIN)/python benchmarks/bench_pgd_eval.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,130 @@
+r"""The one iterative attack loop. Every gradient attack in robustlab is this loop with other settings or
+with a hook overridden (``init_delta``, ``transform``, ``loss``, ``ascent_direction``, ``project``).
+
+For each restart r = 1..R and step t = 1..T:
+
+.. math::
+    \delta_0 &= \mathrm{init}(\text{zero} \mid U[-k\varepsilon, k\varepsilon]),\\
+    g_t &= \nabla_\delta\, \ell\big(f(\mathrm{transform}(x+\delta_t)), y\big),\\
+    \delta_{t+1} &= \Pi_{[0,1]-x}\,\Pi_{\varepsilon}\big(\delta_t + \mathrm{step}(g_t, \alpha)\big)
+
+(:math:`\Pi_\varepsilon` is skipped when ``project=False``, as in N-FGSM). The result is per-sample worst
+case over restarts: a point misclassified by any restart stays misclassified; otherwise the restart with the
+highest loss is kept. With ``early_stop`` (the default in eval mode, where a sample's output does not depend
+on the rest of the batch) a point is frozen at the first iterate that misclassifies it and dropped from the
+batch, which saves compute and can only make the robust-accuracy verdict stronger than plain PGD's.
+
+Attacks never leave gradients on model parameters (only the input gradient is taken) and restore every
+module's train/eval flag on exit.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.attacks.modes import attack_mode
+from robustlab.attacks.threat import get_threat
+
+
+class IterativeAttack:
+    def __init__(self, model: nn.Module, eps: float, alpha: float, steps: int, *, norm: str = "linf",
+                 random_init: float = 0.0, project: bool = True, clip_box: bool = True, restarts: int = 1,
+                 mode: str = "eval", early_stop: bool | None = None, generator: torch.Generator | None = None):
+        if eps < 0 or alpha < 0 or steps < 1 or restarts < 1:
+            raise ValueError(f"attack: need eps >= 0, alpha >= 0, steps >= 1, restarts >= 1; got eps={eps}, "
+                             f"alpha={alpha}, steps={steps}, restarts={restarts}")
+        self.model = model
+        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        self.threat = get_threat(norm)
+        self.random_init = float(random_init)  # init radius as a multiple of eps (0: start at x)
+        self.project_to_ball = project
+        self.clip_box = clip_box
+        self.restarts = int(restarts)
+        self.mode = mode
+        self.early_stop = (mode == "eval") if early_stop is None else early_stop
+        self.generator = generator
+
+    # ---- hooks -------------------------------------------------------------------------------------
+    def init_delta(self, x: torch.Tensor) -> torch.Tensor:
+        if self.random_init == 0:
+            return torch.zeros_like(x)
+        return self.threat.random_init(x, self.random_init * self.eps, self.generator)
+
+    def transform(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """Input transformation before the forward pass (identity; DI overrides it)."""
+        return x_adv
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss to ascend (cross-entropy)."""
+        return F.cross_entropy(logits.float(), y, reduction="none")
+
+    def ascent_direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:
+        """Gradient processing before the step (identity; MI/TI override it, ``state`` persists per run)."""
+        return grad
+
+    def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.project_to_ball:
+            delta = self.threat.project(delta, self.eps)
+        if self.clip_box:
+            delta = (x + delta).clamp_(0.0, 1.0) - x
+        return delta
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.perturb(x, y)
+
+    @torch.no_grad()
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.detach(), y.detach()
+        with attack_mode(self.model, self.mode):
+            if self.restarts == 1 and not self.early_stop:
+                return x + self._run(x, y)[0]
+            best = torch.zeros_like(x)
+            robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+            best_loss = torch.full((len(x),), -float("inf"), device=x.device)
+            for _ in range(self.restarts):
+                idx = robust.nonzero().squeeze(1) if self.early_stop else torch.arange(len(x), device=x.device)
+                if len(idx) == 0:
+                    break
+                delta, fooled, loss = self._run(x[idx], y[idx], final_check=True)
+                take = fooled | (robust[idx] & (loss > best_loss[idx]))
+                best[idx[take]] = delta[take]
+                best_loss[idx] = torch.where(take, loss, best_loss[idx])
+                robust[idx[fooled]] = False
+            return x + best
+
+    def _forward_loss(self, x, delta, y):
+        logits = self.model(self.transform(x + delta))
+        return logits, self.loss(logits, y)
+
+    def _run(self, x, y, final_check: bool = False):
+        """One restart. Returns (delta, fooled flags, per-sample loss at the returned point)."""
+        delta = self.project(self.init_delta(x), x)
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        loss_out = torch.full((len(x),), float("inf"), device=x.device)
+        active = torch.arange(len(x), device=x.device)
+        state: dict = {}
+        for _ in range(self.steps):
+            xa, ya = x[active], y[active]
+            da = delta[active].requires_grad_(True)
+            with torch.enable_grad():
+                logits, loss = self._forward_loss(xa, da, ya)
+                (grad,) = torch.autograd.grad(loss.sum(), da)
+            if self.early_stop:
+                hit = logits.detach().argmax(1) != ya
+                if hit.any():
+                    fooled[active[hit]] = True
+                    keep = ~hit
+                    active, da, grad = active[keep], da[keep], grad[keep]
+                    state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == hit.shape else v for k, v in state.items()}
+                    xa = x[active]
+                    if len(active) == 0:
+                        break
+            step = self.threat.step(self.ascent_direction(grad, state), self.alpha)
+            delta[active] = self.project(da.detach() + step, xa)
+        if final_check and len(active):
+            logits, loss = self._forward_loss(x[active], delta[active], y[active])
+            fooled[active] = logits.argmax(1) != y[active]
+            loss_out[active] = loss.float()
+        return delta, fooled, loss_out

@@ -1,0 +1,60 @@
+"""Data sets by name, splits, interventions and the in-memory loader.
+
+``build_data(cfg.data, seed)`` returns a :class:`DataBundle` (train / val / test, classes, mean, std).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from robustlab.data import offline, readers
+from robustlab.data.dataset import DataBundle, DataError, ImageSet, channel_stats, to_float
+from robustlab.data.inject import class_carriers, inject_carriers
+from robustlab.data.loader import Batch, DeviceLoader
+from robustlab.data.splits import split_validation
+from robustlab.registry import Registry
+
+# name -> reader(root) -> (train, test, num_classes)
+DATASETS: Registry[Callable[[Path], tuple[ImageSet, ImageSet, int]]] = Registry("data set")
+
+
+def _register(name: str, classes: int, fn):
+    DATASETS.register(name)(lambda root: (*fn(root), classes))
+
+
+_register("cifar10", 10, readers.read_cifar10)
+_register("cifar100", 100, readers.read_cifar100)
+_register("svhn", 10, readers.read_svhn)
+_register("mnist", 10, readers.read_mnist)
+_register("fashion_mnist", 10, lambda root: readers.read_mnist(root, "fashion_mnist"))
+_register("mnist5k", 10, lambda root: offline.read_mnist5k())
+_register("digits", 10, lambda root: offline.read_digits())
+_register("synthetic", 4, lambda root: offline.make_synthetic())
+
+
+@DATASETS.register("imagefolder")
+def _imagefolder(root: Path):
+    train, classes = readers.read_image_folder(root, "train")
+    test, _ = readers.read_image_folder(root, "test", classes)
+    return train, test, len(classes)
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("ROBUSTLAB_DATA", Path.home() / ".cache" / "robustlab" / "data"))
+
+
+def build_data(cfg, seed: int) -> DataBundle:
+    """Read the data set ``cfg.name``, hold out the validation split, apply the configured intervention."""
+    root = Path(cfg.root) if cfg.root else default_root()
+    train, test, num_classes = DATASETS.get(cfg.name)(root)
+    train, val = split_validation(train, cfg.val_size, seed) if cfg.val_size else (train, test.subset(slice(0, 0)))
+    mean, std = channel_stats(train.x)
+    if cfg.inject.kind == "carriers" and cfg.inject.beta > 0:
+        carriers = class_carriers(num_classes, tuple(train.x.shape[1:]))
+        train, val, test = (inject_carriers(s, carriers, cfg.inject.beta) for s in (train, val, test))
+    return DataBundle(cfg.name, train, val, test, num_classes, mean, std)
+
+
+__all__ = ["DATASETS", "Batch", "DataBundle", "DataError", "DeviceLoader", "ImageSet", "build_data",
+           "class_carriers", "inject_carriers", "split_validation", "to_float"]

@@ -1,0 +1,14 @@
+"""A seeded validation split held out from the training set."""
+from __future__ import annotations
+
+import torch
+
+from robustlab.data.dataset import DataError, ImageSet
+
+
+def split_validation(train: ImageSet, val_size: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Hold out ``val_size`` training images chosen by a generator seeded with ``seed``."""
+    if val_size >= len(train):
+        raise DataError(f"data.val_size={val_size} leaves no training images (the training set has {len(train)})")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(perm[val_size:].sort().values), train.subset(perm[:val_size].sort().values)

@@ -1,0 +1,52 @@
+"""Checkpoints: model, optimiser, progress, metric history and every RNG state, as tensors and plain
+containers (loadable with ``weights_only=True``). A resumed run continues bit-for-bit on CPU."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from robustlab.engine.io import load_torch, save_torch
+
+FORMAT = 1
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "generators": {k: g.get_state() for k, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for k, g in generators.items():
+        g.set_state(state["generators"][k])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(path: Path, *, model, optimizer, epoch: int, step: int, history: list, best: dict,
+                    config: dict, generators: dict, extra: dict | None = None) -> None:
+    save_torch(path, {"format": FORMAT, "epoch": epoch, "step": step, "model": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "rng": rng_state(generators), "history": history,
+                      "best": best, "config": config, "extra": extra or {}})
+
+
+def save_weights(path: Path, *, model, epoch: int, config: dict, metrics: dict) -> None:
+    save_torch(path, {"format": FORMAT, "epoch": epoch, "model": model.state_dict(), "config": config,
+                      "metrics": metrics})
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    ckpt = load_torch(path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
+        raise ValueError(f"{path}: not a robustlab checkpoint (format {FORMAT})")
+    return ckpt

@@ -1,0 +1,39 @@
+"""What a run ran on: versions, device, threads, seed, git commit and command line."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import robustlab
+
+
+def git_commit() -> str | None:
+    here = Path(robustlab.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, seed: int) -> dict:
+    import numpy
+    env = {"robustlab": robustlab.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+           "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
+           "seed": seed, "git_commit": git_commit(), "command": sys.argv,
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env

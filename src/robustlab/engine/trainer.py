@@ -1,0 +1,275 @@
+"""The trainer: config -> data + model + method + optimiser -> epochs -> metrics, checkpoints, results.
+
+A run folder holds::
+
+    config.yaml        the resolved config
+    env.json           versions, device, threads, seed, git commit, command
+    metrics.jsonl      one line per epoch
+    results.json       status and final figures (written atomically, also while running)
+    checkpoints/       last.pt (full state, resumable) and best.pt (weights, best validation robust acc)
+    report/            curves.png, report.md, report.html
+
+Running on an existing folder resumes from ``checkpoints/last.pt`` (RNG states included, so a resumed
+CPU run ends with the same metrics as an uninterrupted one); a finished run is not retrained.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from robustlab.config import Config, ConfigError, config_from_dict
+from robustlab.data import DeviceLoader, build_data
+from robustlab.engine import checkpoint as ckpt_io
+from robustlab.engine.env import environment
+from robustlab.engine.io import read_json, write_json, write_jsonl, write_text
+from robustlab.engine.progress import progress_mode, wrap
+from robustlab.engine.runtime import autocast_factory, resolve_device, set_threads
+from robustlab.eval.robust import AttackSpec, evaluate
+from robustlab.methods import build_method
+from robustlab.models import build_model
+from robustlab.optim import build_optimizer, set_hyperparameters
+
+NONFINITE_CHECK_EVERY = 20  # steps between host syncs that look for a NaN/inf loss (and at epoch end)
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def seed_generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.ckpt_dir = self.run_dir / "checkpoints"
+
+    # ---- set-up ----------------------------------------------------------------------------------
+    def _check_folder(self) -> dict | None:
+        """Refuse a folder holding another config; return results if the run already finished."""
+        cfg_path = self.run_dir / "config.yaml"
+        if cfg_path.is_file():
+            stored = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+            if stored.to_dict() != self.cfg.to_dict():
+                raise ConfigError(f"{self.run_dir}: holds a run with a different config; choose another --out "
+                                  "or delete the folder")
+        res_path = self.run_dir / "results.json"
+        if res_path.is_file():
+            res = read_json(res_path)
+            if res.get("status") == "finished":
+                return res
+        return None
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        set_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device)
+        self.autocast = autocast_factory(cfg.train.precision, self.device)
+        torch.manual_seed(cfg.seed)
+        import random
+        random.seed(cfg.seed)
+        self.data = build_data(cfg.data, cfg.seed)
+        self.generators = {"data": seed_generator(self.device, cfg.seed + 1),
+                           "attack": seed_generator(self.device, cfg.seed + 2)}
+        self.loader = DeviceLoader(self.data.train, cfg.data.batch_size, shuffle=True,
+                                   crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, drop_last=False,
+                                   device=self.device, generator=self.generators["data"])
+        self.model = build_model(cfg.model, self.data.shape, self.data.num_classes, self.data.mean,
+                                 self.data.std).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.method = build_method(cfg.method, self.generators["attack"])
+        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+        n_eval = min(cfg.monitor.eval_points, len(self.data.test))
+        self.eval_sets = {"val": (self.data.val.x.to(self.device), self.data.val.y.to(self.device)),
+                          "test": (self.data.test.x[:n_eval].to(self.device), self.data.test.y[:n_eval].to(self.device))}
+        self.eval_sets = {k: (x.float() if x.dtype != torch.uint8 else x.float() / 255, y) for k, (x, y) in self.eval_sets.items()}
+
+    def _monitor_specs(self) -> list[AttackSpec]:
+        eps = self.cfg.method.eps
+        if eps <= 0:
+            return []
+        m = self.cfg.monitor
+        specs = [AttackSpec("pgd", eps, m.attack_alpha, m.attack_steps, m.attack_restarts, self.cfg.method.norm)]
+        if m.fgsm:
+            specs.append(AttackSpec("fgsm", eps, None, 1, 1, self.cfg.method.norm))
+        return specs
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        done = self._check_folder()
+        if done is not None:
+            self.log(f"{self.run_dir}: already finished; not retraining")
+            return done
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+        self._build()
+        write_json(self.run_dir / "env.json", environment(self.device, self.cfg.seed))
+        history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
+        last = self.ckpt_dir / "last.pt"
+        if last.is_file():
+            state = ckpt_io.load_checkpoint(last, map_location=self.device)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            ckpt_io.restore_rng(state["rng"], self.generators)
+            history, best, start_epoch, step = state["history"], state["best"], state["epoch"], state["step"]
+            self.log(f"{self.run_dir}: resuming after epoch {start_epoch}")
+        write_jsonl(self.run_dir / "metrics.jsonl", history)
+        t_start = time.perf_counter()
+        epochs = self.cfg.train.epochs
+        status, message = "finished", ""
+        mode = progress_mode(self.cfg.train.progress)
+        try:
+            for epoch in range(start_epoch, epochs):
+                self._write_results("running", history, best, time.perf_counter() - t_start)
+                row, step = self._train_epoch(epoch, step, mode)
+                row.update(self._monitor())
+                history.append(row)
+                score = row.get("val_pgd_acc", row.get("test_pgd_acc", row.get("val_clean_acc", 0.0)))
+                score = -math.inf if score is None or math.isnan(score) else score
+                if score > best["score"]:
+                    best = {"epoch": epoch + 1, "score": score}
+                    ckpt_io.save_weights(self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
+                                         config=self.cfg.to_dict(), metrics=row)
+                ckpt_io.save_checkpoint(last, model=self.model, optimizer=self.optimizer, epoch=epoch + 1, step=step,
+                                        history=history, best=best, config=self.cfg.to_dict(),
+                                        generators=self.generators)
+                write_jsonl(self.run_dir / "metrics.jsonl", history)
+                if mode != "none":
+                    self.log(format_row(row))
+        except Diverged as exc:
+            status, message = "diverged", str(exc)
+            self.log(f"{self.run_dir}: {message}; last good checkpoint kept")
+        final = self._final_eval() if status == "finished" else {}
+        results = self._write_results(status, history, best, time.perf_counter() - t_start, final, message)
+        try:
+            from robustlab.report import write_run_report
+            write_run_report(self.run_dir)
+        except Exception as exc:  # a report must never lose a trained run
+            self.log(f"{self.run_dir}: report failed ({type(exc).__name__}: {exc})")
+        return results
+
+    def _train_epoch(self, epoch: int, step: int, mode: str) -> tuple[dict, int]:
+        cfg, model = self.cfg, self.forward_model
+        per_epoch = len(self.loader)
+        total = per_epoch * cfg.train.epochs
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        extra: dict[str, torch.Tensor] = {}
+        seen, lr = 0, 0.0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(wrap(self.loader, mode, per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}")):
+            if cfg.train.channels_last:
+                batch.x = batch.x.contiguous(memory_format=torch.channels_last)
+            lr = set_hyperparameters(self.optimizer, cfg.optim, step, total, per_epoch)
+            out = self._step(model, batch, epoch + i / per_epoch)
+            n = len(batch.y)
+            loss = out.loss.detach()
+            bad |= ~torch.isfinite(loss)
+            loss_sum += loss.float() * n
+            correct += (out.logits.detach().argmax(1) == batch.y).sum()
+            for k, v in out.metrics.items():
+                extra[k] = extra.get(k, 0.0) + v.detach().float() * n
+            seen += n
+            step += 1
+            if (i + 1) % NONFINITE_CHECK_EVERY == 0 and bool(bad):
+                raise Diverged(f"non-finite loss in epoch {epoch + 1}, step {i + 1}")
+        if bool(bad):
+            raise Diverged(f"non-finite loss in epoch {epoch + 1}")
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen}
+        row.update({k: float(v) / seen for k, v in extra.items()})
+        row["seconds"] = time.perf_counter() - t0
+        return row, step
+
+    def _step(self, model, batch, epoch_float: float):
+        with self.autocast():
+            ctx = self.method.prepare(model, batch, epoch_float)
+        first = []
+
+        def closure():
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                out = self.method.loss(model, batch, ctx)
+            (self.scaler.scale(out.loss) if self.scaler else out.loss).backward()
+            if not first:
+                first.append(out)
+            return out.loss
+
+        if self.scaler is not None:
+            closure()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step(closure)
+        self.method.after_step()
+        return first[0]
+
+    def _monitor(self) -> dict:
+        t0 = time.perf_counter()
+        row = {}
+        specs = self._monitor_specs()
+        for split, (x, y) in self.eval_sets.items():
+            if len(y) == 0:
+                continue
+            res = evaluate(self.model, x, y, specs, self.cfg.data.eval_batch_size, self.autocast)
+            row[f"{split}_clean_acc"] = res["clean_acc"]
+            for spec in specs:
+                row[f"{split}_{spec.name}_acc"] = res[spec.describe()]["robust_acc"]
+        row["eval_seconds"] = time.perf_counter() - t0
+        return row
+
+    def _final_eval(self) -> dict:
+        fe = self.cfg.final_eval
+        n = min(fe.points, len(self.data.test))
+        if n == 0 or self.cfg.method.eps <= 0:
+            return {}
+        spec = AttackSpec("pgd", self.cfg.method.eps, fe.alpha, fe.steps, fe.restarts, self.cfg.method.norm)
+        x = self.data.test.x[:n].to(self.device)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        y = self.data.test.y[:n].to(self.device)
+        out = {"attack": spec.to_dict(), "protocol": spec.describe(), "n_examples": n}
+        for which in ("last", "best"):
+            if which == "best":
+                path = self.ckpt_dir / "best.pt"
+                if not path.is_file():
+                    continue
+                self.model.load_state_dict(ckpt_io.load_checkpoint(path, self.device)["model"])
+            res = evaluate(self.model, x, y, [spec], self.cfg.data.eval_batch_size)
+            out[which] = {"clean_acc": res["clean_acc"], "robust_acc": res[spec.describe()]["robust_acc"],
+                          "seconds": res["seconds"]}
+        # leave the model holding the last weights
+        self.model.load_state_dict(ckpt_io.load_checkpoint(self.ckpt_dir / "last.pt", self.device)["model"])
+        return out
+
+    def _write_results(self, status, history, best, seconds, final=None, message="") -> dict:
+        res = {"status": status, "message": message, "epochs_completed": len(history),
+               "epochs": self.cfg.train.epochs, "best_epoch": best.get("epoch", 0),
+               "last": history[-1] if history else {}, "final_eval": final or {}, "train_seconds": seconds}
+        write_json(self.run_dir / "results.json", res)
+        return res
+
+
+def format_row(row: dict) -> str:
+    keys = ["epoch", "lr", "train_loss", "train_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "seconds"]
+    parts = []
+    for k in keys:
+        if k in row and row[k] is not None:
+            v = row[k]
+            parts.append(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4g}")
+    return " ".join(parts)
+
+
+def train(cfg: Config, run_dir: str | Path, log=print) -> dict:
+    return Trainer(cfg, run_dir, log).run()

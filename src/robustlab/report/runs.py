@@ -1,0 +1,165 @@
+"""Per-run and per-group reports drawn from run folders (metrics.jsonl, results.json, config.yaml)."""
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from robustlab.engine.io import read_json, read_jsonl, write_text
+
+CURVES = [("test_clean_acc", "clean"), ("test_pgd_acc", "PGD"), ("test_fgsm_acc", "FGSM")]
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict
+    metrics: list[dict]
+    results: dict
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    res_path = run_dir / "results.json"
+    return RunRecord(run_dir, config, read_jsonl(run_dir / "metrics.jsonl"),
+                     read_json(res_path) if res_path.is_file() else {})
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_page(title: str, sections: list[tuple[str, str]]) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}")
+    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+
+
+def _final_row(run: RunRecord) -> dict:
+    last = run.results.get("last") or (run.metrics[-1] if run.metrics else {})
+    fe = run.results.get("final_eval", {})
+    return {"status": run.results.get("status", "unknown"), "epochs": run.results.get("epochs_completed", len(run.metrics)),
+            "clean": last.get("test_clean_acc"), "pgd": last.get("test_pgd_acc"), "fgsm": last.get("test_fgsm_acc"),
+            "best_pgd": max((m.get("test_pgd_acc") or 0.0 for m in run.metrics), default=None),
+            "final_clean": fe.get("last", {}).get("clean_acc"), "final_robust": fe.get("last", {}).get("robust_acc"),
+            "protocol": fe.get("protocol"), "seconds": run.results.get("train_seconds")}
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """report/curves.png, report/report.md and report/report.html for one run folder."""
+    run = load_run(run_dir)
+    out = run.path / "report"
+    out.mkdir(exist_ok=True)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    epochs = [m["epoch"] for m in run.metrics]
+    for key, label in CURVES + [("train_acc", "train (method inputs)")]:
+        vals = [m.get(key) for m in run.metrics]
+        if any(v is not None for v in vals):
+            axes[0].plot(epochs, [math.nan if v is None else v for v in vals], marker="o", ms=3, label=label)
+    axes[0].set(title="test accuracy", xlabel="epoch", ylim=(0, 1))
+    axes[0].legend()
+    axes[1].plot(epochs, [m.get("train_loss") for m in run.metrics], marker="o", ms=3)
+    axes[1].set(title="train loss", xlabel="epoch")
+    axes[2].plot(epochs, [m.get("lr") for m in run.metrics], marker="o", ms=3)
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=90)
+    plt.close(fig)
+    f = _final_row(run)
+    method = run.config.get("method", {})
+    title = f"robustlab run: {method.get('name', '?')} eps={method.get('eps', '?'):.4g} on {run.config.get('data', {}).get('name', '?')}"
+    header = ["status", "epochs", "test clean", "test PGD (monitor)", "test FGSM", "best PGD", f"final {f['protocol'] or 'eval'} clean", "robust", "train s"]
+    rows = [[f["status"], f["epochs"], f["clean"], f["pgd"], f["fgsm"], f["best_pgd"], f["final_clean"], f["final_robust"], f["seconds"]]]
+    mkeys = [k for k in (run.metrics[0] if run.metrics else {}) if k != "epoch"]
+    mrows = [[m.get("epoch")] + [m.get(k) for k in mkeys] for m in run.metrics]
+    write_text(out / "report.md", f"# {title}\n\n![curves](curves.png)\n\n## Summary\n\n{_md_table(header, rows)}\n\n"
+                                  f"## Per-epoch metrics\n\n{_md_table(['epoch'] + mkeys, mrows)}\n")
+    write_text(out / "report.html", _html_page(title, [("Curves", "<img src='curves.png' width='100%'>"),
+                                                       ("Summary", _html_table(header, rows)),
+                                                       ("Per-epoch metrics", _html_table(['epoch'] + mkeys, mrows))]))
+    return out
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float, float]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return math.nan, math.nan, math.nan
+    return statistics.fmean(vals), min(vals), max(vals)
+
+
+def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Path]], title: str,
+                            notes: str = "", collapsed=None) -> Path:
+    """Curves of every group (mean over its runs, shaded min-max) and a final table, into ``out_dir``.
+
+    ``collapsed(run) -> bool`` optionally flags runs (e.g. catastrophic overfitting) counted in the table.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {label: [load_run(p) for p in paths] for label, paths in groups.items()}
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), sharey=True)
+    for ax, (key, label) in zip(axes, CURVES):
+        for name, group in runs.items():
+            n_ep = max((len(r.metrics) for r in group), default=0)
+            xs, mean, lo, hi = [], [], [], []
+            for e in range(n_ep):
+                m, a, b = _mean_spread([r.metrics[e].get(key) for r in group if len(r.metrics) > e])
+                xs.append(e + 1), mean.append(m), lo.append(a), hi.append(b)
+            line, = ax.plot(xs, mean, marker="o", ms=3, label=name)
+            ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
+        ax.set(title=f"test {label} accuracy", xlabel="epoch", ylim=(0, 1))
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=90)
+    plt.close(fig)
+    header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)"]
+    if collapsed is not None:
+        header.append("CO runs")
+    rows = []
+    for name, group in runs.items():
+        finals = [_final_row(r) for r in group]
+        pgd = _mean_spread([f["pgd"] for f in finals])
+        row = [name, len(group), _mean_spread([f["clean"] for f in finals])[0], pgd[0], pgd[1], pgd[2],
+               _mean_spread([f["fgsm"] for f in finals])[0], _mean_spread([f["best_pgd"] for f in finals])[0]]
+        if collapsed is not None:
+            row.append(f"{sum(bool(collapsed(r)) for r in group)}/{len(group)}")
+        rows.append(row)
+    runs_list = [[name, str(r.path.relative_to(out) if r.path.is_relative_to(out) else r.path), _final_row(r)["status"],
+                  _final_row(r)["pgd"], _final_row(r)["fgsm"]] for name, group in runs.items() for r in group]
+    md = (f"# {title}\n\n{notes}\n\n![curves](curves.png)\n\n## Final epoch (test subset)\n\n{_md_table(header, rows)}\n\n"
+          f"## Runs\n\n{_md_table(['method', 'run folder', 'status', 'PGD', 'FGSM'], runs_list)}\n")
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", _html_page(title, [("About", f"<p>{html.escape(notes)}</p>"),
+                                                       ("Curves", "<img src='curves.png' width='100%'>"),
+                                                       ("Final epoch (test subset)", _html_table(header, rows)),
+                                                       ("Runs", _html_table(['method', 'run folder', 'status', 'PGD', 'FGSM'], runs_list))]))
+    return out
