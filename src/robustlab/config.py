@@ -62,7 +62,7 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     name: str = spec("fgsm", doc="a registered training method (see robustlab.methods.METHODS)")
-    eps: float = spec(0.0, lo=0.0, doc="attack radius on the 0-1 scale")
+    eps: float = spec(8 / 255, lo=0.0, doc="attack radius on the 0-1 scale")
     alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size; default per method")
     steps: int = spec(10, lo=1, doc="attack iterations (multi-step methods)")
     init_scale: typing.Optional[float] = spec(None, lo=0.0, doc="random init U[-k eps, k eps]: k; default per method")
@@ -198,9 +198,9 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (out < lo or (meta.get("lo_open") and out == lo)):
         rel = ">" if meta.get("lo_open") else ">="
-        raise ConfigError(f"{key}: got {value!r}; must be {rel} {lo}")
+        raise ConfigError(f"{key}: got {value!r}; must be {rel} {lo:g}")
     if hi is not None and out > hi:
-        raise ConfigError(f"{key}: got {value!r}; must be <= {hi}")
+        raise ConfigError(f"{key}: got {value!r}; must be <= {hi:g}")
     return out
 
 

@@ -1,0 +1,101 @@
+"""Command line: ``robustlab train | eval | report | demo``.
+
+User errors (bad config, missing data, bad arguments) print one line and exit with status 2; Ctrl-C
+leaves a resumable run and exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_train(args) -> int:
+    from robustlab.config import load_config
+    from robustlab.engine import train
+
+    cfg = load_config(args.config, args.overrides)
+    res = train(cfg, args.out)
+    print(f"{args.out}: {res['status']}" + (f" ({res['message']})" if res.get("message") else ""))
+    return 0 if res["status"] == "finished" else 1
+
+
+def _cmd_eval(args) -> int:
+    from robustlab.eval.command import run_eval
+
+    res = run_eval(args)
+    atk = res["attack"]
+    print(f"{res['checkpoint']}: clean {res['clean_acc']:.4f}  robust {res['robust_acc']:.4f}  "
+          f"({res['protocol']}, {atk['norm']} eps={res['eps']}, n={res['n_examples']}, {res['seconds']:.1f} s) -> {res['written_to']}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from robustlab.report import write_run_report
+
+    out = write_run_report(args.run_dir)
+    print(out / "report.html")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from robustlab.demo import run_demo
+
+    run_demo(args.out, seeds=args.seeds)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robustlab", description="Adversarial-robustness research: train, attack, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run from a YAML config (rerun to resume)")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.eps=8/255 optim.lr=0.05")
+    t.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run folder or checkpoint (default PGD-50-10, step eps/4)")
+    e.add_argument("path", help="run folder or checkpoint file")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
+    e.add_argument("--attack", choices=["pgd", "fgsm"], default="pgd")
+    e.add_argument("--norm", choices=["linf", "l2"], default=None, help="default: the run's threat model")
+    e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps)")
+    e.add_argument("--alpha", default=None, help="step size (default eps/4)")
+    e.add_argument("--steps", type=int, default=50)
+    e.add_argument("--restarts", type=int, default=10)
+    e.add_argument("--n", type=int, default=1000, help="number of test points (the first N)")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--out", default=None, help="JSON file to write (default: <run>/eval/<name>.json)")
+    e.set_defaults(func=_cmd_eval)
+
+    r = sub.add_parser("report", help="(re)write a run folder's report")
+    r.add_argument("run_dir")
+    r.set_defaults(func=_cmd_report)
+
+    d = sub.add_parser("demo", help="CPU-scale catastrophic-overfitting study on mnist5k (minutes)")
+    d.add_argument("--out", default="runs/demo", help="study folder (rerun to resume)")
+    d.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the demo config's)")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from robustlab.config import ConfigError
+    from robustlab.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as exc:
+        print(f"robustlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robustlab: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import BNNet, trained_synthetic_model
+from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, IterativeAttack, attack_mode
+from robustlab.eval import AttackSpec, evaluate
+
+EPS = 0.1
+
+
+def attacks(model):
+    return {
+        "fgsm": FGSM(model, EPS),
+        "rs_fgsm": RSFGSM(model, EPS),
+        "pgd_linf": PGD(model, EPS, EPS / 4, 7, restarts=2),
+        "pgd_linf_train_mode": PGD(model, EPS, EPS / 4, 5, mode="train"),
+        "pgd_l2": PGD(model, 0.5, 0.15, 7, restarts=2, norm="l2"),
+        "fgsm_l2": FGSM(model, 0.5, norm="l2"),
+    }
+
+
+@pytest.mark.parametrize("name", ["fgsm", "rs_fgsm", "pgd_linf", "pgd_linf_train_mode", "pgd_l2", "fgsm_l2"])
+def test_result_in_ball_and_box_no_param_grads_modes_restored(name):
+    model, x, y = trained_synthetic_model()
+    model.train()
+    model.drop.eval()   # a mixed set of flags must come back exactly
+    flags = [m.training for m in model.modules()]
+    atk = attacks(model)[name]
+    x_adv = atk(x, y)
+    assert [m.training for m in model.modules()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert not x_adv.requires_grad
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    delta = (x_adv - x).flatten(1)
+    if "l2" in name:
+        assert delta.norm(dim=1).max() <= atk.eps + 1e-5
+    else:
+        assert delta.abs().max() <= atk.eps + 1e-6
+    model.eval()
+
+
+def test_nfgsm_is_not_projected_but_stays_in_its_reach_and_box():
+    model, x, y = trained_synthetic_model()
+    x_adv = NFGSM(model, EPS, k=2.0)(x, y)
+    d = (x_adv - x).abs().flatten(1).amax(1)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert d.max() <= 3 * EPS + 1e-6 and d.max() > EPS * 1.5  # beyond eps: no projection
+
+
+def test_fgsm_on_linear_model_is_closed_form():
+    """For logits W x + b, the CE input-gradient is W^T (softmax - onehot): FGSM must step eps * its sign."""
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.rand(5, 1, 3, 4) * 0.6 + 0.2   # inside (0.2, 0.8): no box clipping at eps 0.1
+    y = torch.tensor([0, 1, 2, 1, 0])
+    W = lin[1].weight.detach()
+    p = F.softmax(lin(x), 1).detach()
+    grad = (p - F.one_hot(y, 3).float()) @ W
+    expected = x + EPS * grad.sign().view_as(x)
+    assert torch.allclose(FGSM(lin, EPS)(x, y), expected, atol=1e-7)
+
+
+def test_pgd_reduces_accuracy_and_restarts_are_at_least_as_strong_per_sample():
+    model, x, y = trained_synthetic_model()
+    clean = (model(x).argmax(1) == y)
+    assert clean.float().mean() > 0.9
+    one = PGD(model, 0.15, 0.04, 5, restarts=1, generator=torch.Generator().manual_seed(0))
+    many = PGD(model, 0.15, 0.04, 5, restarts=4, generator=torch.Generator().manual_seed(0))
+    rob1 = model(one(x, y)).argmax(1) == y
+    rob4 = model(many(x, y)).argmax(1) == y
+    assert rob1.float().mean() < clean.float().mean() - 0.2
+    # same generator: restart 1 of `many` is exactly `one`, so every point `one` breaks stays broken
+    assert not (rob4 & ~rob1).any()
+
+
+def test_early_stop_keeps_first_fooling_iterate_and_matches_or_beats_plain_pgd():
+    model, x, y = trained_synthetic_model()
+    plain = PGD(model, 0.12, 0.03, 10, early_stop=False, generator=torch.Generator().manual_seed(1))
+    early = PGD(model, 0.12, 0.03, 10, early_stop=True, generator=torch.Generator().manual_seed(1))
+    rob_plain = model(plain(x, y)).argmax(1) == y
+    rob_early = model(early(x, y)).argmax(1) == y
+    assert not (rob_early & ~rob_plain).any()
+
+
+def test_attack_mode_restores_and_rejects_unknown():
+    m = BNNet()
+    m.eval()
+    m.bn.train()
+    with attack_mode(m, "train"):
+        assert all(mod.training for mod in m.modules())
+    assert m.bn.training and not m.conv.training and not m.training
+    with pytest.raises(ValueError, match="allowed: train, eval, keep"):
+        with attack_mode(m, "bogus"):
+            pass
+    with pytest.raises(RuntimeError):
+        with attack_mode(m, "eval"):
+            raise RuntimeError("boom")
+    assert m.bn.training and not m.training
+
+
+def test_train_mode_attack_updates_bn_stats_eval_mode_does_not():
+    model, x, y = trained_synthetic_model()
+    before = model.bn.running_mean.clone()
+    PGD(model, EPS, EPS / 4, 2, mode="eval")(x, y)
+    assert torch.equal(model.bn.running_mean, before)
+    model2 = BNNet()
+    model2.load_state_dict(model.state_dict())
+    PGD(model2, EPS, EPS / 4, 2, mode="train")(x, y)
+    assert not torch.equal(model2.bn.running_mean, before)
+
+
+def test_bad_attack_arguments():
+    with pytest.raises(ValueError, match="steps >= 1"):
+        IterativeAttack(nn.Identity(), 0.1, 0.1, 0)
+    with pytest.raises(ValueError, match="allowed: linf, l2"):
+        PGD(nn.Identity(), norm="l1")
+
+
+def test_evaluate_counts_clean_errors_as_non_robust():
+    model, x, y = trained_synthetic_model()
+    y_wrong = (y + 1) % 4
+    res = evaluate(model, x, y_wrong, [AttackSpec("pgd", 0.05, None, 3, 1)], batch_size=100)
+    assert res["PGD-3-1"]["robust_acc"] <= res["clean_acc"]
+    assert not (res["PGD-3-1"]["robust"] & ~res["clean_correct"]).any()
+
+
+def test_cross_check_with_torchattacks_pgd():
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = trained_synthetic_model()
+    eps, alpha, steps = 0.15, 0.02, 20
+    ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    torch.manual_seed(0)
+    ta_acc = (model(ta(x, y)).argmax(1) == y).float().mean().item()
+    res = evaluate(model, x, y, [AttackSpec("pgd", eps, alpha, steps, 1)], batch_size=256)
+    ours = res[f"PGD-{steps}-1"]["robust_acc"]
+    assert ta_acc < 0.9  # the comparison is meaningful: the attack does something
+    assert ours <= ta_acc + 0.005

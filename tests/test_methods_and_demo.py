@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from helpers import trained_synthetic_model
+from robustlab.config import config_from_dict
+from robustlab.data.loader import Batch
+from robustlab.demo import demo_runs, load_demo_spec, run_demo
+from robustlab.diagnostics import co_onset
+from robustlab.methods import METHODS, build_method
+
+
+def method(**kw):
+    return build_method(config_from_dict({"method": kw}).method, torch.Generator().manual_seed(0))
+
+
+def test_registry_names():
+    assert set(METHODS) >= {"standard", "fgsm", "rs_fgsm", "n_fgsm", "pgd"}
+
+
+def test_eps_ramp_and_default_step_sizes():
+    m = method(name="rs_fgsm", eps=0.2, eps_ramp_epochs=4)
+    assert m.eps_at(0) == 0 and m.eps_at(1) == pytest.approx(0.05) and m.eps_at(6) == pytest.approx(0.2)
+    assert m.attack.alpha == pytest.approx(0.25)
+    assert method(name="pgd", eps=8 / 255, steps=10).attack.alpha == pytest.approx(2 / 255)
+    assert method(name="n_fgsm", eps=0.1).attack.random_init == 2.0
+    assert method(name="n_fgsm", eps=0.1, init_scale=3).attack.random_init == 3.0
+
+
+def test_prepare_then_loss_uses_attack_points_and_ramped_eps():
+    model, x, y = trained_synthetic_model()
+    batch = Batch(x[:32], y[:32], torch.arange(32))
+    m = method(name="fgsm", eps=0.1, eps_ramp_epochs=2)
+    ctx = m.prepare(model, batch, epoch=1.0)   # half-way through the ramp: eps 0.05
+    assert ctx["eps"] == pytest.approx(0.05)
+    assert (ctx["x_train"] - batch.x).abs().max() <= 0.05 + 1e-6
+    out = m.loss(model, batch, ctx)
+    expected = torch.nn.functional.cross_entropy(model(ctx["x_train"]), batch.y)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert method(name="standard").prepare(model, batch, 0)["x_train"] is batch.x
+
+
+def test_co_onset():
+    assert co_onset([0.1, 0.4, 0.6, 0.5, 0.05, 0.04, 0.06]) == 5
+    assert co_onset([0.1, 0.4, 0.6, 0.05, 0.3, 0.5]) is None        # recovered: not CO
+    assert co_onset([0.1, 0.15, 0.02, 0.01]) is None                # never robust
+    assert co_onset([0.1, 0.4, 0.6, 0.05, 0.3, 0.5, 0.01]) == 7
+    assert co_onset([0.8, 0.82, 0.85]) is None
+
+
+def test_embedded_demo_config_is_valid():
+    spec = load_demo_spec()
+    runs = demo_runs(spec)
+    assert len(runs) == len(spec["methods"]) * len(spec["seeds"])
+    assert {r[2]["method"]["name"] for r in runs} == {"fgsm", "rs_fgsm", "pgd"}
+
+
+def test_small_demo_end_to_end(tmp_path):
+    spec = {"title": "tiny", "seeds": [0], "workers": 2,
+            "base": {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
+                     "model": {"name": "wong_mnist"}, "method": {"eps": 0.1},
+                     "train": {"epochs": 2, "threads": 1, "progress": "none"},
+                     "monitor": {"eval_points": 64, "attack_steps": 2}, "final_eval": {"points": 0}},
+            "methods": {"FGSM-AT": {"method": {"name": "fgsm"}}, "PGD-AT": {"method": {"name": "pgd", "steps": 2}}}}
+    report = run_demo(tmp_path / "demo", spec=spec, log=lambda s: None)
+    md = (report / "report.md").read_text()
+    assert (report / "curves.png").is_file() and (report / "report.html").is_file()
+    assert "| FGSM-AT | 1 |" in md and "| PGD-AT | 1 |" in md
+    assert (tmp_path / "demo" / "runs" / "PGD-AT-seed0" / "results.json").is_file()

@@ -1,0 +1,173 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from robustlab.config import ConfigError, config_from_dict
+from robustlab.engine import Trainer, train
+from robustlab.engine.io import load_torch, read_jsonl
+from robustlab.methods.adversarial import FGSMTraining
+
+TIMING = {"seconds", "eval_seconds"}
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_run_folder_contents(tmp_path, tiny_cfg):
+    res = train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    run = tmp_path / "run"
+    assert res["status"] == "finished" and res["epochs_completed"] == 3
+    for f in ("config.yaml", "env.json", "metrics.jsonl", "results.json", "checkpoints/last.pt", "checkpoints/best.pt",
+              "report/curves.png", "report/report.md", "report/report.html"):
+        assert (run / f).is_file(), f
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for key in ("lr", "train_loss", "train_acc", "val_clean_acc", "val_pgd_acc", "test_clean_acc", "test_pgd_acc",
+                "test_fgsm_acc", "seconds"):
+        assert key in rows[0]
+    assert 0 <= rows[-1]["test_pgd_acc"] <= rows[-1]["test_clean_acc"] <= 1
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["seed"] == 0
+    fe = res["final_eval"]
+    assert fe["protocol"] == "PGD-3-2" and fe["n_examples"] == 64 and fe["last"]["robust_acc"] <= fe["last"]["clean_acc"]
+    best = load_torch(run / "checkpoints" / "best.pt")
+    assert best["epoch"] == res["best_epoch"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"]["eps"] == pytest.approx(0.1)
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_cfg, monkeypatch):
+    tiny_cfg["train"]["epochs"] = 4
+    cfg = config_from_dict(tiny_cfg)
+    ref = train(cfg, tmp_path / "ref", log=lambda s: None)
+    calls = {"n": 0}
+    original = Trainer._step
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 17:  # mid-epoch 3 (7 steps per epoch)
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", log=lambda s: None)
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 2
+    monkeypatch.setattr(Trainer, "_step", original)
+    res = train(cfg, tmp_path / "cut", log=lambda s: None)
+    assert res["status"] == "finished"
+    assert comparable(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == comparable(read_jsonl(tmp_path / "ref" / "metrics.jsonl"))
+    a = load_torch(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
+    b = load_torch(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert res["final_eval"]["last"] == pytest.approx(ref["final_eval"]["last"], abs=0) or \
+        res["final_eval"]["last"]["robust_acc"] == ref["final_eval"]["last"]["robust_acc"]
+
+
+def test_sigkill_mid_run_then_resume_matches(tmp_path):
+    cfg = {"seed": 1, "data": {"name": "mnist5k", "val_size": 200, "batch_size": 128},
+           "model": {"name": "wong_mnist"}, "method": {"name": "rs_fgsm", "eps": 0.1},
+           "train": {"epochs": 4, "progress": "none", "threads": 1},
+           "monitor": {"eval_points": 200, "attack_steps": 3}, "final_eval": {"points": 0}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "robustlab", "train", str(path), "--out"]
+    subprocess.run(cmd + [str(tmp_path / "ref")], check=True, capture_output=True)
+    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(metrics) if metrics.exists() else []) < 1:
+        time.sleep(0.02)
+    time.sleep(0.4)  # somewhere inside epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads((tmp_path / "cut" / "results.json").read_text())["status"] == "running"
+    subprocess.run(cmd + [str(tmp_path / "cut")], check=True, capture_output=True)
+    assert comparable(read_jsonl(metrics)) == comparable(read_jsonl(tmp_path / "ref" / "metrics.jsonl"))
+
+
+def test_finished_run_is_not_retrained_and_other_config_refused(tmp_path, tiny_cfg):
+    cfg = config_from_dict(tiny_cfg)
+    train(cfg, tmp_path / "run", log=lambda s: None)
+    stamp = (tmp_path / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    logs = []
+    res = train(cfg, tmp_path / "run", log=logs.append)
+    assert res["status"] == "finished" and "already finished" in logs[0]
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+    tiny_cfg["optim"]["lr"] = 0.01
+    with pytest.raises(ConfigError, match="different config"):
+        train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+
+
+def test_nonfinite_loss_stops_with_status_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):
+    tiny_cfg["train"]["epochs"] = 3
+    original = FGSMTraining.objective
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch, ctx):
+        out = original(self, model, batch, ctx)
+        calls["n"] += 1
+        if calls["n"] > 10:  # epoch 2
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(FGSMTraining, "objective", poisoned)
+    res = train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    assert res["status"] == "diverged" and "non-finite loss in epoch 2" in res["message"]
+    last = load_torch(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("over", [{"train": {"precision": "bf16"}}, {"train": {"channels_last": True}},
+                                  {"method": {"name": "pgd", "steps": 2}}, {"method": {"name": "n_fgsm"}},
+                                  {"method": {"name": "standard"}}, {"optim": {"name": "adamw", "lr": 0.001}},
+                                  ])
+def test_variants_train(tmp_path, tiny_cfg, over):
+    for k, v in over.items():
+        tiny_cfg[k].update(v)
+    res = train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    assert res["status"] == "finished"
+    assert res["last"]["test_clean_acc"] > 0.5  # 4 classes: chance is 0.25
+
+
+def test_eval_cli_writes_json(tmp_path, tiny_cfg):
+    train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    out = tmp_path / "e.json"
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "run"), "--eps", "25/255",
+                           "--steps", "5", "--restarts", "2", "--n", "100", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["eps"] == "25/255" and res["n_examples"] == 100 and res["protocol"] == "PGD-5-2"
+    assert res["attack"]["alpha"] == pytest.approx(25 / 255 / 4) and res["threat_model"] == "Linf"
+    assert 0 <= res["robust_acc"] <= res["clean_acc"] <= 1
+    bad = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def test_checkpoint_loading_refuses_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    p = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model": Evil()}, p)
+    with pytest.raises(Exception):
+        load_torch(p)
+
+
+def test_augmentation_and_eps_ramp_change_training(tmp_path, tiny_cfg):
+    """Synthetic prototypes are not shift-invariant, so only check the options take effect."""
+    plain = train(config_from_dict(tiny_cfg), tmp_path / "a", log=lambda s: None)
+    tiny_cfg["data"].update({"crop_padding": 1, "flip": True})
+    tiny_cfg["method"]["eps_ramp_epochs"] = 2
+    aug = train(config_from_dict(tiny_cfg), tmp_path / "b", log=lambda s: None)
+    assert aug["status"] == "finished"
+    assert aug["last"]["train_loss"] != plain["last"]["train_loss"]
