@@ -83,3 +83,11 @@ def test_cli_config_error_is_one_line_and_writes_nothing(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "robustlab: error: optim.lr: got -1; must be > 0"
     assert not out.exists()
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        load_config(path)

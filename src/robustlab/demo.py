@@ -71,9 +71,10 @@ def run_demo(out: str | Path = "runs/demo", seeds: int | None = None, log=print,
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         futures = {}
         for label, name, cfg in runs:
-            run_dir = out / "runs" / name
-            groups.setdefault(label, []).append(run_dir)
-            futures[pool.submit(_train_one, cfg, str(run_dir))] = name
+            groups.setdefault(label, []).append(out / "runs" / name)
+        # the most expensive runs (more attack steps) first, so that two workers finish together
+        for label, name, cfg in sorted(runs, key=lambda r: -r[2]["method"]["steps"] * (r[2]["method"]["name"] == "pgd")):
+            futures[pool.submit(_train_one, cfg, str(out / "runs" / name))] = name
         for fut in cf.as_completed(futures):
             log(f"  {futures[fut]}: {fut.result()} ({time.perf_counter() - t0:.0f} s)")
     notes = (f"{spec['title']}. Curves: mean over seeds, shaded min-max. 'CO runs': runs whose test PGD accuracy "

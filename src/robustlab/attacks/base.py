@@ -99,32 +99,41 @@ class IterativeAttack:
         return logits, self.loss(logits, y)
 
     def _run(self, x, y, final_check: bool = False):
-        """One restart. Returns (delta, fooled flags, per-sample loss at the returned point)."""
+        """One restart. Returns (delta, fooled flags, per-sample loss at the returned point).
+
+        ``active`` is None while every sample is still attacked (no index copies), else the indices of
+        the samples not yet fooled (early stop)."""
         delta = self.project(self.init_delta(x), x)
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         loss_out = torch.full((len(x),), float("inf"), device=x.device)
-        active = torch.arange(len(x), device=x.device)
+        active = None
         state: dict = {}
         for _ in range(self.steps):
-            xa, ya = x[active], y[active]
-            da = delta[active].requires_grad_(True)
+            xa, ya = (x, y) if active is None else (x[active], y[active])
+            da = (delta if active is None else delta[active]).detach().requires_grad_(True)
             with torch.enable_grad():
                 logits, loss = self._forward_loss(xa, da, ya)
                 (grad,) = torch.autograd.grad(loss.sum(), da)
+            da = da.detach()
             if self.early_stop:
                 hit = logits.detach().argmax(1) != ya
                 if hit.any():
-                    fooled[active[hit]] = True
+                    idx = torch.arange(len(x), device=x.device) if active is None else active
+                    fooled[idx[hit]] = True
                     keep = ~hit
-                    active, da, grad = active[keep], da[keep], grad[keep]
+                    active, xa, da, grad = idx[keep], xa[keep], da[keep], grad[keep]
                     state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == hit.shape else v for k, v in state.items()}
-                    xa = x[active]
                     if len(active) == 0:
                         break
-            step = self.threat.step(self.ascent_direction(grad, state), self.alpha)
-            delta[active] = self.project(da.detach() + step, xa)
-        if final_check and len(active):
-            logits, loss = self._forward_loss(x[active], delta[active], y[active])
-            fooled[active] = logits.argmax(1) != y[active]
-            loss_out[active] = loss.float()
+            new = self.project(da + self.threat.step(self.ascent_direction(grad, state), self.alpha), xa)
+            if active is None:
+                delta = new
+            else:
+                delta[active] = new
+        if final_check:
+            rest = torch.arange(len(x), device=x.device) if active is None else active
+            if len(rest):
+                logits, loss = self._forward_loss(x[rest], delta[rest], y[rest])
+                fooled[rest] = logits.argmax(1) != y[rest]
+                loss_out[rest] = loss.float()
         return delta, fooled, loss_out

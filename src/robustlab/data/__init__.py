@@ -31,6 +31,7 @@ _register("fashion_mnist", 10, lambda root: readers.read_mnist(root, "fashion_mn
 _register("mnist5k", 10, lambda root: offline.read_mnist5k())
 _register("digits", 10, lambda root: offline.read_digits())
 _register("synthetic", 4, lambda root: offline.make_synthetic())
+_register("synthetic_cifar", 10, lambda root: offline.make_synthetic(2048, 512, 10, (3, 32, 32)))
 
 
 @DATASETS.register("imagefolder")

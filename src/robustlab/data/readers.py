@@ -26,7 +26,8 @@ MNIST_URL = "https://yann.lecun.com/exdb/mnist/ (or any mirror)"
 
 def _require(path: Path, what: str, how: str) -> Path:
     if not path.is_file():
-        raise DataError(f"{path}: not found; expected {what}; get it from {how}")
+        raise DataError(f"{path}: not found; expected {what}; get it from {how} "
+                        "(the data root is data.root, or $ROBUSTLAB_DATA)")
     return path
 
 

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from robustlab.config import Config, ConfigError, config_from_dict
-from robustlab.data import DeviceLoader, build_data
+from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.engine import checkpoint as ckpt_io
 from robustlab.engine.env import environment
 from robustlab.engine.io import read_json, write_json, write_jsonl, write_text
@@ -91,9 +91,11 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
         n_eval = min(cfg.monitor.eval_points, len(self.data.test))
-        self.eval_sets = {"val": (self.data.val.x.to(self.device), self.data.val.y.to(self.device)),
-                          "test": (self.data.test.x[:n_eval].to(self.device), self.data.test.y[:n_eval].to(self.device))}
-        self.eval_sets = {k: (x.float() if x.dtype != torch.uint8 else x.float() / 255, y) for k, (x, y) in self.eval_sets.items()}
+        self.eval_sets = {"val": self._on_device(self.data.val), "test": self._on_device(self.data.test, n_eval)}
+
+    def _on_device(self, data, n: int | None = None):
+        n = len(data) if n is None else n
+        return to_float(data.x[:n].to(self.device)), data.y[:n].to(self.device)
 
     def _monitor_specs(self) -> list[AttackSpec]:
         eps = self.cfg.method.eps
@@ -111,9 +113,9 @@ class Trainer:
         if done is not None:
             self.log(f"{self.run_dir}: already finished; not retraining")
             return done
+        self._build()  # data errors surface here, before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-        self._build()
         write_json(self.run_dir / "env.json", environment(self.device, self.cfg.seed))
         history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
         last = self.ckpt_dir / "last.pt"
@@ -236,9 +238,7 @@ class Trainer:
         if n == 0 or self.cfg.method.eps <= 0:
             return {}
         spec = AttackSpec("pgd", self.cfg.method.eps, fe.alpha, fe.steps, fe.restarts, self.cfg.method.norm)
-        x = self.data.test.x[:n].to(self.device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        y = self.data.test.y[:n].to(self.device)
+        x, y = self._on_device(self.data.test, n)
         out = {"attack": spec.to_dict(), "protocol": spec.describe(), "n_examples": n}
         for which in ("last", "best"):
             if which == "best":

@@ -4,10 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
 from robustlab.config import ConfigError, config_from_dict, parse_number
-from robustlab.data import build_data
+from robustlab.data import build_data, to_float
 from robustlab.engine.checkpoint import load_checkpoint
 from robustlab.engine.io import write_json
 from robustlab.engine.runtime import autocast_factory, resolve_device
@@ -54,9 +52,7 @@ def run_eval(args) -> dict:
     model.load_state_dict(ckpt["model"])
     model.eval()
     n = min(args.n, len(data.test))
-    x = data.test.x[:n].to(device)
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    y = data.test.y[:n].to(device)
+    x, y = to_float(data.test.x[:n].to(device)), data.test.y[:n].to(device)
     t0 = time.perf_counter()
     res = evaluate(model, x, y, [spec], args.batch_size, autocast_factory(args.precision, device))
     out = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"), "dataset": cfg.data.name,

@@ -70,6 +70,7 @@ def _final_row(run: RunRecord) -> dict:
             "clean": last.get("test_clean_acc"), "pgd": last.get("test_pgd_acc"), "fgsm": last.get("test_fgsm_acc"),
             "best_pgd": max((m.get("test_pgd_acc") or 0.0 for m in run.metrics), default=None),
             "final_clean": fe.get("last", {}).get("clean_acc"), "final_robust": fe.get("last", {}).get("robust_acc"),
+            "final_best_robust": fe.get("best", {}).get("robust_acc"),
             "protocol": fe.get("protocol"), "seconds": run.results.get("train_seconds")}
 
 
@@ -141,7 +142,10 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=90)
     plt.close(fig)
-    header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)"]
+    protocols = {_final_row(r)["protocol"] for g in runs.values() for r in g} - {None}
+    final_name = protocols.pop() if len(protocols) == 1 else "final eval"
+    header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)",
+              f"{final_name} last (mean)", f"{final_name} best ckpt (mean)"]
     if collapsed is not None:
         header.append("CO runs")
     rows = []
@@ -149,7 +153,8 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
         finals = [_final_row(r) for r in group]
         pgd = _mean_spread([f["pgd"] for f in finals])
         row = [name, len(group), _mean_spread([f["clean"] for f in finals])[0], pgd[0], pgd[1], pgd[2],
-               _mean_spread([f["fgsm"] for f in finals])[0], _mean_spread([f["best_pgd"] for f in finals])[0]]
+               _mean_spread([f["fgsm"] for f in finals])[0], _mean_spread([f["best_pgd"] for f in finals])[0],
+               _mean_spread([f["final_robust"] for f in finals])[0], _mean_spread([f["final_best_robust"] for f in finals])[0]]
         if collapsed is not None:
             row.append(f"{sum(bool(collapsed(r)) for r in group)}/{len(group)}")
         rows.append(row)
