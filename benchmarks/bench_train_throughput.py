@@ -93,9 +93,10 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default per model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    steps = {"small_cnn": 8, "preact_resnet18": 3, "wong_mnist": 16, "resnet18": 3}
+    steps = {"small_cnn": 4, "preact_resnet18": 2, "wong_mnist": 16, "resnet18": 2}
     rows = []
     for model in args.models:
         for setting in args.settings:
@@ -103,9 +104,9 @@ def main():
             impls = {"robustlab": robustlab_trainer(model, precision, cl, args.batch),
                      "bare": bare_loop(model, precision, cl, args.batch)}
             for step in impls.values():
-                measure(step, 2)  # warm-up
+                measure(step, 1)  # warm-up
             times = {k: [] for k in impls}
-            n = steps.get(model, 4)
+            n = args.steps or steps.get(model, 4)
             for _ in range(args.rounds):
                 for k, step in impls.items():
                     times[k].append(measure(step, n))
@@ -114,7 +115,9 @@ def main():
                    "bare_img_s": round(ips["bare"], 1), "ratio": round(ips["robustlab"] / ips["bare"], 3)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"# machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    from robustlab.engine.runtime import cpu_has_fast_bf16
+    print(f"# machine: {platform.processor() or platform.machine()}, cpu capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16: {cpu_has_fast_bf16()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| model | setting | robustlab img/s | bare PyTorch img/s | robustlab / bare |")
     print("|---|---|---|---|---|")
     for r in rows:

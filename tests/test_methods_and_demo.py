@@ -4,7 +4,8 @@ import torch
 from helpers import trained_synthetic_model
 from robustlab.config import config_from_dict
 from robustlab.data.loader import Batch
-from robustlab.demo import demo_runs, load_demo_spec, run_demo
+from robustlab.demo import demo_study_raw, run_demo
+from robustlab.sweep import expand_study
 from robustlab.diagnostics import co_onset
 from robustlab.methods import METHODS, build_method
 
@@ -48,21 +49,22 @@ def test_co_onset():
 
 
 def test_embedded_demo_config_is_valid():
-    spec = load_demo_spec()
-    runs = demo_runs(spec)
-    assert len(runs) == len(spec["methods"]) * len(spec["seeds"])
-    assert {r[2]["method"]["name"] for r in runs} == {"fgsm", "rs_fgsm", "pgd"}
+    study = expand_study(demo_study_raw())
+    assert len(study.trials) == 9
+    assert {t.config["method"]["name"] for t in study.trials} == {"fgsm", "rs_fgsm", "pgd"}
+    assert {t.config["seed"] for t in study.trials} == {0, 1, 2}
+    assert all(t.config["data"]["inject"]["beta"] == 0.10 for t in study.trials)
 
 
 def test_small_demo_end_to_end(tmp_path):
-    spec = {"title": "tiny", "seeds": [0], "workers": 2,
-            "base": {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
-                     "model": {"name": "wong_mnist"}, "method": {"eps": 0.1},
-                     "train": {"epochs": 2, "threads": 1, "progress": "none"},
-                     "monitor": {"eval_points": 64, "attack_steps": 2}, "final_eval": {"points": 0}},
-            "methods": {"FGSM-AT": {"method": {"name": "fgsm"}}, "PGD-AT": {"method": {"name": "pgd", "steps": 2}}}}
-    report = run_demo(tmp_path / "demo", spec=spec, log=lambda s: None)
+    raw = {"name": "tiny", "workers": 2, "grid": {"seed": [0]},
+           "list": [{"label": "FGSM-AT", "method.name": "fgsm"}, {"label": "PGD-AT", "method.name": "pgd", "method.steps": 2}],
+           "base": {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
+                    "model": {"name": "wong_mnist"}, "method": {"eps": 0.1},
+                    "train": {"epochs": 2, "threads": 1, "progress": "none"},
+                    "monitor": {"eval_points": 64, "attack_steps": 2}, "final_eval": {"points": 0}}}
+    report = run_demo(tmp_path / "demo", raw=raw, log=lambda s: None)
     md = (report / "report.md").read_text()
     assert (report / "curves.png").is_file() and (report / "report.html").is_file()
     assert "| FGSM-AT | 1 |" in md and "| PGD-AT | 1 |" in md
-    assert (tmp_path / "demo" / "runs" / "PGD-AT-seed0" / "results.json").is_file()
+    assert (tmp_path / "demo" / "trials" / "001-label-PGD-AT_name-pgd_steps-2_seed-0" / "results.json").is_file()

@@ -1,4 +1,4 @@
-"""Command line: ``robustlab train | eval | report | demo``.
+"""Command line: ``robustlab train | eval | sweep | report | demo``.
 
 User errors (bad config, missing data, bad arguments) print one line and exit with status 2; Ctrl-C
 leaves a resumable run and exits with 130.
@@ -33,15 +33,32 @@ def _cmd_eval(args) -> int:
 def _cmd_report(args) -> int:
     from robustlab.report import write_run_report
 
-    out = write_run_report(args.run_dir)
+    path = Path(args.path)
+    if (path / "study.json").is_file():
+        from robustlab.report.study import write_study_report
+        from robustlab.sweep import write_study_table
+        write_study_table(path)
+        out = write_study_report(path)
+    elif (path / "config.yaml").is_file():
+        out = write_run_report(path)
+    else:
+        from robustlab.config import ConfigError
+        raise ConfigError(f"{path}: neither a run folder (config.yaml) nor a study folder (study.json)")
     print(out / "report.html")
     return 0
+
+
+def _cmd_sweep(args) -> int:
+    from robustlab.sweep import run_sweep
+
+    summary = run_sweep(args.study, args.out, args.workers, args.backend, args.address)
+    return 0 if summary["finished"] == summary["trials"] else 1
 
 
 def _cmd_demo(args) -> int:
     from robustlab.demo import run_demo
 
-    run_demo(args.out, seeds=args.seeds)
+    run_demo(args.out, seeds=args.seeds, workers=args.workers)
     return 0
 
 
@@ -71,13 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="JSON file to write (default: <run>/eval/<name>.json)")
     e.set_defaults(func=_cmd_eval)
 
-    r = sub.add_parser("report", help="(re)write a run folder's report")
-    r.add_argument("run_dir")
+    s = sub.add_parser("sweep", help="run a study (grid/list of overrides); rerun to resume")
+    s.add_argument("study", help="study YAML file")
+    s.add_argument("--out", default=None, help="study folder (default runs/studies/<name>)")
+    s.add_argument("--workers", type=int, default=None, help="trials at a time (default: the study's workers)")
+    s.add_argument("--backend", choices=["local", "ray"], default="local")
+    s.add_argument("--address", default=None, help="ray: address of an existing cluster (default: start a local one)")
+    s.set_defaults(func=_cmd_sweep)
+
+    r = sub.add_parser("report", help="(re)write the report of a run folder or a study folder")
+    r.add_argument("path")
     r.set_defaults(func=_cmd_report)
 
     d = sub.add_parser("demo", help="CPU-scale catastrophic-overfitting study on mnist5k (minutes)")
     d.add_argument("--out", default="runs/demo", help="study folder (rerun to resume)")
-    d.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the demo config's)")
+    d.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the demo config's 3)")
+    d.add_argument("--workers", type=int, default=None, help="runs at a time (default 2)")
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -236,11 +236,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
-def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
-    """Apply dotted overrides to a raw config mapping (unknown keys are caught by validation)."""
+def apply_overrides(raw: dict, overrides: typing.Iterable[str] | dict) -> dict:
+    """Apply dotted overrides (``"a.b=1"`` strings, or a ``{"a.b": 1}`` mapping) to a raw config mapping.
+    Unknown keys are caught by validation."""
     raw = _deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
+    pairs = ([(k.split("."), v) for k, v in overrides.items()] if isinstance(overrides, dict)
+             else [parse_override(t) for t in overrides])
+    for path, value in pairs:
         node = raw
         for i, part in enumerate(path[:-1]):
             nxt = node.setdefault(part, {})
@@ -259,7 +261,7 @@ def _deepcopy(d):
     return d
 
 
-def config_from_dict(raw: dict | None, overrides: typing.Iterable[str] = ()) -> Config:
+def config_from_dict(raw: dict | None, overrides: typing.Iterable[str] | dict = ()) -> Config:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")

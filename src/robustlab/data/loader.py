@@ -45,12 +45,14 @@ class DeviceLoader:
     """Batches of an :class:`ImageSet` held in memory on ``device``.
 
     ``generator`` drives shuffling and augmentation; its state is part of a checkpoint, so a resumed run
-    sees the same batches as an uninterrupted one.
+    sees the same batches as an uninterrupted one. With ``shard=(rank, world)`` each batch is the
+    rank's slice ``[rank::world]`` of the global batch (augmented before slicing, so the union of the
+    slices is exactly the single-process batch).
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool = False, crop_padding: int = 0,
                  flip: bool = False, drop_last: bool = False, device: str | torch.device = "cpu",
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)):
         self.x = data.x.to(device)
         self.y = data.y.to(device)
         self.batch_size = batch_size
@@ -60,6 +62,7 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.device = torch.device(device)
         self.generator = generator if generator is not None else torch.Generator()
+        self.rank, self.world = shard  # data-parallel: every rank draws the global batch, keeps [rank::world]
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -78,4 +81,8 @@ class DeviceLoader:
                 x = random_crop(x, self.crop_padding, self.generator)
             if self.flip:
                 x = random_flip(x, self.generator)
-            yield Batch(x, self.y[idx], idx)
+            if self.world > 1:
+                part = slice(self.rank, None, self.world)
+                yield Batch(x[part], self.y[idx][part], idx[part])
+            else:
+                yield Batch(x, self.y[idx], idx)

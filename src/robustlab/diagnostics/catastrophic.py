@@ -24,3 +24,8 @@ def co_onset(pgd_curve: list[float], drop: float = 0.25, min_peak: float = 0.2) 
             onset = None
             best = max(best, acc)
     return onset
+
+
+def co_onset_in_metrics(metrics: list[dict], key: str = "test_pgd_acc") -> int | None:
+    """CO onset of a run from its metrics.jsonl rows."""
+    return co_onset([m.get(key) for m in metrics])

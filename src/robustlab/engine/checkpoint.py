@@ -34,9 +34,10 @@ def _tuplify(x):
 
 
 def save_checkpoint(path: Path, *, model, optimizer, epoch: int, step: int, history: list, best: dict,
-                    config: dict, generators: dict, extra: dict | None = None) -> None:
+                    config: dict, rng: dict, extra: dict | None = None) -> None:
+    """``rng`` is :func:`rng_state` of this process (``extra["rng_ranks"]`` holds every rank's, under DDP)."""
     save_torch(path, {"format": FORMAT, "epoch": epoch, "step": step, "model": model.state_dict(),
-                      "optimizer": optimizer.state_dict(), "rng": rng_state(generators), "history": history,
+                      "optimizer": optimizer.state_dict(), "rng": rng, "history": history,
                       "best": best, "config": config, "extra": extra or {}})
 
 

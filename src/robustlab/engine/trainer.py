@@ -14,6 +14,7 @@ CPU run ends with the same metrics as an uninterrupted one); a finished run is n
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 from robustlab.config import Config, ConfigError, config_from_dict
 from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.engine import checkpoint as ckpt_io
+from robustlab.engine.distributed import DistContext
 from robustlab.engine.env import environment
 from robustlab.engine.io import read_json, write_json, write_jsonl, write_text
 from robustlab.engine.progress import progress_mode, wrap
@@ -71,22 +73,30 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         set_threads(cfg.train.threads)
-        self.device = resolve_device(cfg.train.device)
-        self.autocast = autocast_factory(cfg.train.precision, self.device)
+        self.dist = DistContext.from_env()
+        self.device = self.dist.device(resolve_device(cfg.train.device))
+        self.dist.init(self.device)
+        self.autocast = autocast_factory(cfg.train.precision, self.device, warn=self.log)
         torch.manual_seed(cfg.seed)
         import random
         random.seed(cfg.seed)
         self.data = build_data(cfg.data, cfg.seed)
         self.generators = {"data": seed_generator(self.device, cfg.seed + 1),
-                           "attack": seed_generator(self.device, cfg.seed + 2)}
+                           "attack": seed_generator(self.device, cfg.seed + 2 + 1000 * self.dist.rank)}
         self.loader = DeviceLoader(self.data.train, cfg.data.batch_size, shuffle=True,
                                    crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, drop_last=False,
-                                   device=self.device, generator=self.generators["data"])
+                                   device=self.device, generator=self.generators["data"],
+                                   shard=(self.dist.rank, self.dist.world))
         self.model = build_model(cfg.model, self.data.shape, self.data.num_classes, self.data.mean,
                                  self.data.std).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.train_model = self.forward_model  # what the loss runs through: DDP-wrapped across ranks
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.forward_model, device_ids=ids)
         self.method = build_method(cfg.method, self.generators["attack"])
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
@@ -94,8 +104,26 @@ class Trainer:
         self.eval_sets = {"val": self._on_device(self.data.val), "test": self._on_device(self.data.test, n_eval)}
 
     def _on_device(self, data, n: int | None = None):
+        """The first n points of a split, this rank's share of them, on the device."""
         n = len(data) if n is None else n
-        return to_float(data.x[:n].to(self.device)), data.y[:n].to(self.device)
+        idx = self.dist.shard(n)
+        return to_float(data.x[idx].to(self.device)), data.y[idx].to(self.device)
+
+    def _evaluate(self, x, y, specs, autocast=None) -> dict:
+        """Accuracies over all ranks' shares: {"clean": acc, "<protocol>": robust acc, "seconds": s}."""
+        res = evaluate(self.model, x, y, specs, self.cfg.data.eval_batch_size, autocast or (lambda: contextlib.nullcontext()))
+        counts = torch.stack([torch.tensor(float(len(y))), res["clean_correct"].sum().float()]
+                             + [res[s.describe()]["robust"].sum().float() for s in specs])
+        counts = self.dist.sum(counts.to(self.device)).cpu()
+        n = counts[0].item()
+        out = {"clean": counts[1].item() / n if n else math.nan, "seconds": res["seconds"]}
+        out.update({s.describe(): counts[2 + i].item() / n if n else math.nan for i, s in enumerate(specs)})
+        return out
+
+    def _write(self, fn, *args, **kw):
+        """Only rank 0 writes files."""
+        if self.dist.is_main:
+            fn(*args, **kw)
 
     def _monitor_specs(self) -> list[AttackSpec]:
         eps = self.cfg.method.eps
@@ -114,19 +142,30 @@ class Trainer:
             self.log(f"{self.run_dir}: already finished; not retraining")
             return done
         self._build()  # data errors surface here, before anything is written
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-        write_json(self.run_dir / "env.json", environment(self.device, self.cfg.seed))
+        try:
+            return self._run()
+        finally:
+            self.dist.close()
+
+    def _run(self) -> dict:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write(write_text, self.run_dir / "config.yaml", self.cfg.to_yaml())
+        env = environment(self.device, self.cfg.seed)
+        env["world_size"] = self.dist.world
+        self._write(write_json, self.run_dir / "env.json", env)
         history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
         last = self.ckpt_dir / "last.pt"
         if last.is_file():
             state = ckpt_io.load_checkpoint(last, map_location=self.device)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            ckpt_io.restore_rng(state["rng"], self.generators)
+            ranks = state.get("extra", {}).get("rng_ranks")
+            rng = ranks[self.dist.rank] if ranks and len(ranks) == self.dist.world else state["rng"]
+            ckpt_io.restore_rng(rng, self.generators)
             history, best, start_epoch, step = state["history"], state["best"], state["epoch"], state["step"]
             self.log(f"{self.run_dir}: resuming after epoch {start_epoch}")
-        write_jsonl(self.run_dir / "metrics.jsonl", history)
+        self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
         t_start = time.perf_counter()
         epochs = self.cfg.train.epochs
         status, message = "finished", ""
@@ -141,31 +180,34 @@ class Trainer:
                 score = -math.inf if score is None or math.isnan(score) else score
                 if score > best["score"]:
                     best = {"epoch": epoch + 1, "score": score}
-                    ckpt_io.save_weights(self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
-                                         config=self.cfg.to_dict(), metrics=row)
-                ckpt_io.save_checkpoint(last, model=self.model, optimizer=self.optimizer, epoch=epoch + 1, step=step,
-                                        history=history, best=best, config=self.cfg.to_dict(),
-                                        generators=self.generators)
-                write_jsonl(self.run_dir / "metrics.jsonl", history)
-                if mode != "none":
+                    self._write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
+                                config=self.cfg.to_dict(), metrics=row)
+                rng_ranks = self.dist.gather(ckpt_io.rng_state(self.generators))
+                self._write(ckpt_io.save_checkpoint, last, model=self.model, optimizer=self.optimizer, epoch=epoch + 1,
+                            step=step, history=history, best=best, config=self.cfg.to_dict(), rng=rng_ranks[0],
+                            extra={"rng_ranks": rng_ranks} if self.dist.enabled else None)
+                self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
+                self.dist.barrier()
+                if mode != "none" and self.dist.is_main:
                     self.log(format_row(row))
         except Diverged as exc:
             status, message = "diverged", str(exc)
             self.log(f"{self.run_dir}: {message}; last good checkpoint kept")
         final = self._final_eval() if status == "finished" else {}
         results = self._write_results(status, history, best, time.perf_counter() - t_start, final, message)
-        try:
-            from robustlab.report import write_run_report
-            write_run_report(self.run_dir)
-        except Exception as exc:  # a report must never lose a trained run
-            self.log(f"{self.run_dir}: report failed ({type(exc).__name__}: {exc})")
+        if self.dist.is_main:
+            try:
+                from robustlab.report import write_run_report
+                write_run_report(self.run_dir)
+            except Exception as exc:  # a report must never lose a trained run
+                self.log(f"{self.run_dir}: report failed ({type(exc).__name__}: {exc})")
         return results
 
     def _train_epoch(self, epoch: int, step: int, mode: str) -> tuple[dict, int]:
-        cfg, model = self.cfg, self.forward_model
+        cfg = self.cfg
         per_epoch = len(self.loader)
         total = per_epoch * cfg.train.epochs
-        model.train()
+        self.train_model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -176,7 +218,7 @@ class Trainer:
             if cfg.train.channels_last:
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
             lr = set_hyperparameters(self.optimizer, cfg.optim, step, total, per_epoch)
-            out = self._step(model, batch, epoch + i / per_epoch)
+            out = self._step(batch, epoch + i / per_epoch)
             n = len(batch.y)
             loss = out.loss.detach()
             bad |= ~torch.isfinite(loss)
@@ -186,24 +228,30 @@ class Trainer:
                 extra[k] = extra.get(k, 0.0) + v.detach().float() * n
             seen += n
             step += 1
-            if (i + 1) % NONFINITE_CHECK_EVERY == 0 and bool(bad):
+            if (i + 1) % NONFINITE_CHECK_EVERY == 0 and self.dist.any(bad):
                 raise Diverged(f"non-finite loss in epoch {epoch + 1}, step {i + 1}")
-        if bool(bad):
+        if self.dist.any(bad):
             raise Diverged(f"non-finite loss in epoch {epoch + 1}")
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen}
-        row.update({k: float(v) / seen for k, v in extra.items()})
+        keys = sorted(extra)
+        sums = self.dist.sum(torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)]
+                                         + [extra[k] for k in keys])).tolist()
+        seen = sums[2]
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": sums[0] / seen, "train_acc": sums[1] / seen}
+        row.update({k: sums[3 + j] / seen for j, k in enumerate(keys)})
         row["seconds"] = time.perf_counter() - t0
         return row, step
 
-    def _step(self, model, batch, epoch_float: float):
+    def _step(self, batch, epoch_float: float):
+        """Craft the method's inputs (through the plain model), then one optimiser step on the loss
+        (through the DDP-wrapped model when distributed)."""
         with self.autocast():
-            ctx = self.method.prepare(model, batch, epoch_float)
+            ctx = self.method.prepare(self.forward_model, batch, epoch_float)
         first = []
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
-                out = self.method.loss(model, batch, ctx)
+                out = self.method.loss(self.train_model, batch, ctx)
             (self.scaler.scale(out.loss) if self.scaler else out.loss).backward()
             if not first:
                 first.append(out)
@@ -223,12 +271,12 @@ class Trainer:
         row = {}
         specs = self._monitor_specs()
         for split, (x, y) in self.eval_sets.items():
-            if len(y) == 0:
+            if (split == "val" and len(self.data.val) == 0) or (split == "test" and len(self.data.test) == 0):
                 continue
-            res = evaluate(self.model, x, y, specs, self.cfg.data.eval_batch_size, self.autocast)
-            row[f"{split}_clean_acc"] = res["clean_acc"]
+            res = self._evaluate(x, y, specs, self.autocast)
+            row[f"{split}_clean_acc"] = res["clean"]
             for spec in specs:
-                row[f"{split}_{spec.name}_acc"] = res[spec.describe()]["robust_acc"]
+                row[f"{split}_{spec.name}_acc"] = res[spec.describe()]
         row["eval_seconds"] = time.perf_counter() - t0
         return row
 
@@ -246,9 +294,8 @@ class Trainer:
                 if not path.is_file():
                     continue
                 self.model.load_state_dict(ckpt_io.load_checkpoint(path, self.device)["model"])
-            res = evaluate(self.model, x, y, [spec], self.cfg.data.eval_batch_size)
-            out[which] = {"clean_acc": res["clean_acc"], "robust_acc": res[spec.describe()]["robust_acc"],
-                          "seconds": res["seconds"]}
+            res = self._evaluate(x, y, [spec])
+            out[which] = {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"]}
         # leave the model holding the last weights
         self.model.load_state_dict(ckpt_io.load_checkpoint(self.ckpt_dir / "last.pt", self.device)["model"])
         return out
@@ -257,7 +304,7 @@ class Trainer:
         res = {"status": status, "message": message, "epochs_completed": len(history),
                "epochs": self.cfg.train.epochs, "best_epoch": best.get("epoch", 0),
                "last": history[-1] if history else {}, "final_eval": final or {}, "train_seconds": seconds}
-        write_json(self.run_dir / "results.json", res)
+        self._write(write_json, self.run_dir / "results.json", res)
         return res
 
 

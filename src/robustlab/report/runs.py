@@ -118,11 +118,12 @@ def _mean_spread(values: list[float]) -> tuple[float, float, float]:
 
 
 def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Path]], title: str,
-                            notes: str = "", collapsed=None) -> Path:
-    """Curves of every group (mean over its runs, shaded min-max) and a final table, into ``out_dir``.
-
-    ``collapsed(run) -> bool`` optionally flags runs (e.g. catastrophic overfitting) counted in the table.
-    """
+                            notes: str = "", extra_images: list[tuple[str, str]] = (),
+                            trial_table: tuple[list[str], list[list]] | None = None) -> Path:
+    """Curves of every group (mean over its runs, shaded min-max) and a final table, into ``out_dir``;
+    ``extra_images`` are (heading, file in out_dir) pairs; ``trial_table`` replaces the per-run list.
+    The 'CO runs' column counts runs with catastrophic overfitting (robustlab.diagnostics.co_onset)."""
+    from robustlab.diagnostics import co_onset_in_metrics
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = {label: [load_run(p) for p in paths] for label, paths in groups.items()}
@@ -146,8 +147,7 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     final_name = protocols.pop() if len(protocols) == 1 else "final eval"
     header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)",
               f"{final_name} last (mean)", f"{final_name} best ckpt (mean)"]
-    if collapsed is not None:
-        header.append("CO runs")
+    header.append("CO runs")
     rows = []
     for name, group in runs.items():
         finals = [_final_row(r) for r in group]
@@ -155,16 +155,19 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
         row = [name, len(group), _mean_spread([f["clean"] for f in finals])[0], pgd[0], pgd[1], pgd[2],
                _mean_spread([f["fgsm"] for f in finals])[0], _mean_spread([f["best_pgd"] for f in finals])[0],
                _mean_spread([f["final_robust"] for f in finals])[0], _mean_spread([f["final_best_robust"] for f in finals])[0]]
-        if collapsed is not None:
-            row.append(f"{sum(bool(collapsed(r)) for r in group)}/{len(group)}")
+        row.append(f"{sum(co_onset_in_metrics(r.metrics) is not None for r in group)}/{len(group)}")
         rows.append(row)
-    runs_list = [[name, str(r.path.relative_to(out) if r.path.is_relative_to(out) else r.path), _final_row(r)["status"],
-                  _final_row(r)["pgd"], _final_row(r)["fgsm"]] for name, group in runs.items() for r in group]
-    md = (f"# {title}\n\n{notes}\n\n![curves](curves.png)\n\n## Final epoch (test subset)\n\n{_md_table(header, rows)}\n\n"
-          f"## Runs\n\n{_md_table(['method', 'run folder', 'status', 'PGD', 'FGSM'], runs_list)}\n")
+    if trial_table is None:
+        trial_table = (["group", "run folder", "status", "PGD", "FGSM"],
+                       [[name, str(r.path.relative_to(out.parent) if r.path.is_relative_to(out.parent) else r.path),
+                         _final_row(r)["status"], _final_row(r)["pgd"], _final_row(r)["fgsm"]]
+                        for name, group in runs.items() for r in group])
+    images_md = "".join(f"\n\n## {h}\n\n![{h}]({f})" for h, f in extra_images)
+    md = (f"# {title}\n\n{notes}\n\n![curves](curves.png){images_md}\n\n## Final epoch (test subset)\n\n"
+          f"{_md_table(header, rows)}\n\n## Runs\n\n{_md_table(*trial_table)}\n")
     write_text(out / "report.md", md)
-    write_text(out / "report.html", _html_page(title, [("About", f"<p>{html.escape(notes)}</p>"),
-                                                       ("Curves", "<img src='curves.png' width='100%'>"),
-                                                       ("Final epoch (test subset)", _html_table(header, rows)),
-                                                       ("Runs", _html_table(['method', 'run folder', 'status', 'PGD', 'FGSM'], runs_list))]))
+    sections = [("About", f"<p>{html.escape(notes)}</p>"), ("Curves", "<img src='curves.png' width='100%'>")]
+    sections += [(h, f"<img src='{html.escape(f)}' width='100%'>") for h, f in extra_images]
+    sections += [("Final epoch (test subset)", _html_table(header, rows)), ("Runs", _html_table(*trial_table))]
+    write_text(out / "report.html", _html_page(title, sections))
     return out

@@ -1,0 +1,130 @@
+"""The study report: table, per-group curves, final metric against each swept numeric key (mean and
+min-max over seeds), and a heatmap when two numeric keys are swept.
+
+Groups: trials that differ only in ``seed`` and in the numeric keys on the x-axis are one group (one
+line), labelled by their ``label`` (if the study gives one) or their other varying keys.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from robustlab.config import ConfigError, parse_number
+from robustlab.report.runs import _plt, load_run, write_comparison_report
+from robustlab.sweep.table import study_rows
+from robustlab.sweep.trial import trial_dir
+
+FINAL = ("test_pgd_acc", "final PGD accuracy (test subset, last epoch)")
+
+
+def _num(v):
+    try:
+        return parse_number(v, "value")
+    except ConfigError:
+        return None
+
+
+def numeric_keys(keys: list[str], rows: list[dict]) -> list[str]:
+    out = []
+    for k in keys:
+        if k in ("seed", "label"):
+            continue
+        vals = [_num(r[k]) for r in rows if r[k] is not None]
+        if vals and all(v is not None for v in vals) and len(set(vals)) > 1:
+            out.append(k)
+    return out
+
+
+def group_label(row: dict, keys: list[str], exclude: set[str]) -> str:
+    if row.get("label"):
+        return str(row["label"])
+    parts = [f"{k.split('.')[-1]}={row[k]}" for k in keys if k not in exclude and k != "seed" and row[k] is not None]
+    return " ".join(parts) or "all"
+
+
+def _agg(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return math.nan, math.nan, math.nan
+    return statistics.fmean(vals), min(vals), max(vals)
+
+
+def plot_metric_vs_key(rows, keys, key, out_png: Path) -> None:
+    plt = _plt()
+    others = set(numeric_keys(keys, rows)) - {key}
+    groups: dict[str, dict[float, list]] = {}
+    for r in rows:
+        if r["status"] != "finished":
+            continue
+        label = group_label(r, keys, {key} | others) + "".join(f" {k.split('.')[-1]}={r[k]}" for k in others)
+        groups.setdefault(label, {}).setdefault(_num(r[key]), []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, (metric, title) in zip(axes, [("test_pgd_acc", "PGD accuracy"), ("test_clean_acc", "clean accuracy")]):
+        for label, by_x in groups.items():
+            xs = sorted(by_x)
+            stats = [_agg([r[metric] for r in by_x[x]]) for x in xs]
+            line, = ax.plot(xs, [s[0] for s in stats], marker="o", label=label)
+            ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], alpha=0.2, color=line.get_color())
+        ax.set(xlabel=key, ylabel=f"final {title}", title=f"final {title} vs {key} (mean, min-max over seeds)", ylim=(0, 1))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+def plot_heatmap(rows, keys, kx, ky, out_png: Path) -> None:
+    plt = _plt()
+    groups: dict[str, list] = {}
+    for r in rows:
+        if r["status"] == "finished":
+            groups.setdefault(group_label(r, keys, {kx, ky}), []).append(r)
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 4), squeeze=False)
+    for ax, (label, grp) in zip(axes[0], groups.items()):
+        xs = sorted({_num(r[kx]) for r in grp})
+        ys = sorted({_num(r[ky]) for r in grp})
+        grid = [[_agg([r["test_pgd_acc"] for r in grp if _num(r[kx]) == x and _num(r[ky]) == y])[0] for x in xs] for y in ys]
+        im = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys])
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.5 else "k", fontsize=8)
+        ax.set(xlabel=kx, ylabel=ky, title=f"{label}: final PGD accuracy")
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+def write_study_report(study_dir: str | Path) -> Path:
+    from robustlab.engine.io import read_json
+
+    study_dir = Path(study_dir)
+    manifest = read_json(study_dir / "study.json")
+    header, rows = study_rows(study_dir)
+    keys = manifest["keys"]
+    num = numeric_keys(keys, rows)
+    out = study_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    extra = []
+    for k in num:
+        name = f"final_vs_{k.replace('.', '_')}.png"
+        plot_metric_vs_key(rows, keys, k, out / name)
+        extra.append((f"Final accuracy vs {k}", name))
+    if len(num) == 2:
+        plot_heatmap(rows, keys, num[0], num[1], out / "heatmap.png")
+        extra.append((f"Heatmap: {num[0]} x {num[1]}", "heatmap.png"))
+    groups: dict[str, list[Path]] = {}
+    for r in rows:
+        if (trial_dir(study_dir, r["trial"]) / "metrics.jsonl").is_file():
+            groups.setdefault(group_label(r, keys, set()), []).append(trial_dir(study_dir, r["trial"]))
+    status = {s: sum(r["status"] == s for r in rows) for s in sorted({str(r["status"]) for r in rows})}
+    notes = ((manifest.get("title") + ". ") if manifest.get("title") else "") + (f"Study '{manifest['name']}': {len(rows)} trials ({', '.join(f'{v} {k}' for k, v in status.items())}); "
+             f"varying keys: {', '.join(keys) or 'none'}. Curves: mean over the runs of a group, shaded min-max. "
+             "'CO runs': runs whose test PGD accuracy fell below a quarter of its earlier peak and stayed there "
+             "(robustlab.diagnostics.co_onset). The full table is table.csv.")
+    table = [[r[h] for h in header if h != "message"] for r in rows]
+    return write_comparison_report(out, groups, f"robustlab study: {manifest['name']}", notes,
+                                   extra_images=extra, trial_table=([h for h in header if h != "message"], table))

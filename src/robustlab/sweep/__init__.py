@@ -1,0 +1,82 @@
+"""Studies: declarative sweeps over config keys, run locally or on Ray, with a results table and report.
+
+``run_sweep(study_file, out)`` expands the study, records the expansion in ``OUT/study.json`` (a rerun of
+a different study into the same folder is refused), runs every trial that is not finished (interrupted
+ones resume from their checkpoints), then writes ``OUT/table.csv`` and ``OUT/report/``.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from robustlab.config import ConfigError
+from robustlab.engine.io import read_json, write_json
+from robustlab.sweep.study import Study, Trial, expand_study, load_study
+from robustlab.sweep.table import study_rows, write_study_table
+from robustlab.sweep.trial import run_trial, trial_dir, trial_status
+
+BACKENDS = ("local", "ray")
+
+
+def trial_cost(config: dict) -> float:
+    """A rough relative cost: epochs x forward-backward passes per batch."""
+    m = config["method"]
+    passes = 1 + (m["steps"] if m["name"] == "pgd" else 0 if m["name"] == "standard" else 1)
+    return config["train"]["epochs"] * passes
+
+
+def prepare_study_dir(study: Study, out: Path) -> None:
+    manifest = out / "study.json"
+    if manifest.is_file():
+        old = read_json(manifest)
+        if old.get("fingerprint") != study.fingerprint():
+            raise ConfigError(f"{out}: holds a different study (its trials or configs differ); choose another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(manifest, study.to_dict())
+    if study.source and Path(study.source).is_file():
+        shutil.copyfile(study.source, out / "study.yaml")
+
+
+def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers: int | None = None,
+              backend: str = "local", address: str | None = None, log: Callable[[str], None] = print) -> dict:
+    from robustlab.sweep.executors import run_local, run_ray
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: got {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if not isinstance(study, Study):
+        study = load_study(study)
+    out = Path(out) if out else Path("runs") / "studies" / study.name
+    workers = workers or study.workers
+    if workers < 1:
+        raise ConfigError(f"--workers: got {workers}; must be >= 1")
+    prepare_study_dir(study, out)
+    # the most expensive trials first (attack steps x epochs), so that workers finish together
+    todo = sorted((t for t in study.trials if trial_status(out, t.name) != "finished"), key=lambda t: -trial_cost(t.config))
+    log(f"robustlab sweep {study.name}: {len(study.trials)} trials, {len(study.trials) - len(todo)} finished, "
+        f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}")
+    t0 = time.perf_counter()
+    if todo:
+        if backend == "local":
+            outcomes = run_local(out, todo, workers, log)
+        else:
+            outcomes = run_ray(out, study, todo, address, workers, log)
+    else:
+        outcomes = []
+    write_study_table(out)
+    from robustlab.report.study import write_study_report
+    report = write_study_report(out)
+    statuses = [trial_status(out, t.name) for t in study.trials]
+    summary = {"study": study.name, "folder": str(out), "trials": len(study.trials),
+               "finished": statuses.count("finished"), "failed": statuses.count("failed"),
+               "other": len(statuses) - statuses.count("finished") - statuses.count("failed"),
+               "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes}
+    log(f"{summary['finished']}/{summary['trials']} finished, {summary['failed']} failed, {summary['other']} not done; "
+        f"table {out / 'table.csv'}; report {summary['report']}")
+    return summary
+
+
+__all__ = ["BACKENDS", "Study", "Trial", "expand_study", "load_study", "run_sweep", "run_trial", "study_rows",
+           "trial_dir", "write_study_table"]

@@ -1,0 +1,34 @@
+"""Atomic trial claims: an exclusive, non-blocking ``flock`` on ``STUDY/.locks/<trial>.lock``.
+
+The operating system releases the lock when its holder exits for any reason, SIGKILL included, so a
+claim can never go stale: a rerun claims an interrupted trial again and resumes it from its checkpoint,
+while a trial whose holder is still alive is never run twice. (flock needs a file system that honours
+it across the processes involved: local disks, and NFS v4 for a cluster sharing one study folder.)
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def claim(lock_dir: Path, name: str):
+    """Yield True if this process now holds the trial, False if another live process does."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,105 @@
+"""Where trials run.
+
+- ``local``: a pool of at most N worker processes, one fresh ``python -m robustlab.sweep.worker`` process
+  per trial, CPU threads split between them. A worker that crashes or is killed only loses its trial's
+  current epoch: the trial is reported ``interrupted`` and the rerun resumes it.
+- ``ray`` (optional extra): each trial is a Ray task asking for the study's ``resources`` (CPUs, GPUs).
+  With no address a local Ray cluster is started and shut down; with an address an existing cluster is
+  joined (robustlab must be installed on its nodes and the study folder visible to them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from robustlab.config import ConfigError
+from robustlab.sweep.study import Study, Trial
+
+
+def describe_outcome(o: dict) -> str:
+    if o.get("skipped"):
+        return f"  {o['name']}: finished already"
+    if o["status"] == "claimed":
+        return f"  {o['name']}: claimed by another live process; left to it"
+    return f"  {o['name']}: {o['status']} ({o['seconds']:.0f} s)" + (f": {o['message']}" if o.get("message") else "")
+
+
+def local_threads(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[[str], None]) -> list[dict]:
+    """Run trials in at most ``workers`` child processes at a time."""
+    threads = local_threads(workers)
+    queue = list(trials)
+    running: dict[subprocess.Popen, tuple[Trial, float, Path]] = {}
+    outcomes = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    while queue or running:
+        while queue and len(running) < workers:
+            trial = queue.pop(0)
+            # per sweep process: two sweeps may share a study folder (the claims keep trials apart)
+            spec = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.json"
+            spec.parent.mkdir(parents=True, exist_ok=True)
+            spec.write_text(json.dumps({"name": trial.name, "config": trial.config, "threads": threads}))
+            out = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.out.json"
+            out.unlink(missing_ok=True)
+            proc = subprocess.Popen([sys.executable, "-m", "robustlab.sweep.worker", str(study_dir), str(spec), str(out)],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            running[proc] = (trial, time.perf_counter(), out)
+        time.sleep(0.05)
+        for proc in [p for p in running if p.poll() is not None]:
+            trial, t0, out = running.pop(proc)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            if proc.returncode == 0 and out.is_file():
+                outcome = json.loads(out.read_text())
+                out.unlink()
+            else:
+                why = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+                outcome = {"name": trial.name, "status": "interrupted", "seconds": time.perf_counter() - t0,
+                           "message": f"worker process ended with {why}; rerun the sweep to resume" +
+                                      (f": {err.strip().splitlines()[-1]}" if err.strip() else "")}
+            outcomes.append(outcome)
+            log(describe_outcome(outcome))
+    return outcomes
+
+
+def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | None, workers: int,
+            log: Callable[[str], None]) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray: Ray is not installed: pip install 'robustlab[ray]'") from None
+    from robustlab.sweep.trial import run_trial
+
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers * int(max(1, study.resources["cpus"])), include_dashboard=False,
+                     log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=study.resources["cpus"], num_gpus=study.resources["gpus"], max_retries=0)(run_trial)
+        threads = max(1, int(study.resources["cpus"]))
+        pending = {task.remote(str(study_dir.resolve()), t.name, t.config, threads): t for t in trials}
+        outcomes = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            trial = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except Exception as exc:  # a worker died: the trial resumes on the next sweep
+                outcome = {"name": trial.name, "status": "interrupted", "seconds": 0.0,
+                           "message": f"{type(exc).__name__}; rerun the sweep to resume"}
+            outcomes.append(outcome)
+            log(describe_outcome(outcome))
+        return outcomes
+    finally:
+        if started:
+            ray.shutdown()

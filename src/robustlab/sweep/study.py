@@ -1,0 +1,148 @@
+"""A study: a base config and a grid and/or list of overrides, expanded to one trial per combination.
+
+Study file (YAML)::
+
+    name: co_map                       # optional (default: the file's stem)
+    title: CO map on mnist5k           # optional, for reports
+    base: ../configs/mnist5k_fgsm.yaml # a config file (relative to the study file) or an inline mapping
+    overrides: {train.epochs: 10}      # optional, applied to every trial
+    grid:                              # cartesian product
+      method.eps: [0.1, 0.2]
+      seed: [0, 1, 2]
+    list:                              # optional; each entry is combined with every grid point
+      - {method.name: fgsm}
+      - {label: PGD-5-AT, method.name: pgd, method.steps: 5}   # label: optional group name
+    resources: {cpus: 1, gpus: 0}      # what each trial asks of the executor
+    workers: 2                         # default for --workers
+
+Every trial's config is validated when the study is expanded, before any work starts. Trials are
+named readably from their overrides (``003-name-fgsm_eps-0.1_seed-0``).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from robustlab.config import ConfigError, config_from_dict, load_config
+
+STUDY_KEYS = {"name", "title", "base", "overrides", "grid", "list", "resources", "workers"}
+LABEL = "label"  # a list entry may name itself (e.g. label: FGSM-AT); it is not a config key
+
+
+@dataclass
+class Trial:
+    name: str
+    overrides: dict          # the varying overrides (grid point + list entry), dotted keys
+    config: dict             # the full, validated config
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "overrides": self.overrides, "config": self.config}
+
+
+@dataclass
+class Study:
+    name: str
+    trials: list[Trial]
+    keys: list[str]                       # the varying keys, in order
+    resources: dict = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
+    workers: int = 1
+    source: str = ""
+    title: str = ""
+
+    def fingerprint(self) -> str:
+        blob = json.dumps([t.to_dict() for t in self.trials], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "keys": self.keys, "resources": self.resources, "workers": self.workers,
+                "source": self.source, "fingerprint": self.fingerprint(), "trials": [t.to_dict() for t in self.trials]}
+
+
+def _value_text(v) -> str:
+    text = str(v).replace("/", "_").replace(" ", "")
+    return re.sub(r"[^A-Za-z0-9._+-]", "", text) or "x"
+
+
+def trial_name(index: int, overrides: dict) -> str:
+    parts = [f"{k.split('.')[-1]}-{_value_text(v)}" for k, v in overrides.items()]
+    return f"{index:03d}-" + ("_".join(parts) if parts else "base")
+
+
+def _mapping(raw, key: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"study.{key}: got {raw!r}; expected a mapping of dotted config keys")
+    return raw
+
+
+def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Study:
+    """Validate a study mapping and expand it into trials."""
+    if not isinstance(raw, dict):
+        raise ConfigError("study: expected a mapping at the top level")
+    unknown = set(raw) - STUDY_KEYS
+    if unknown:
+        raise ConfigError(f"study.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(STUDY_KEYS))}")
+    base = raw.get("base", {})
+    if isinstance(base, str):
+        base_cfg = load_config(base_dir / base).to_dict()
+    elif isinstance(base, dict):
+        base_cfg = base
+    else:
+        raise ConfigError(f"study.base: got {base!r}; expected a config file path or a mapping")
+    fixed = _mapping(raw.get("overrides"), "overrides")
+    grid = _mapping(raw.get("grid"), "grid")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"study.grid.{k}: got {v!r}; expected a non-empty list of values")
+    entries = raw.get("list") or [{}]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError("study.list: expected a list of mappings of dotted config keys")
+    resources = {"cpus": 1, "gpus": 0, **_mapping(raw.get("resources"), "resources")}
+    for k, v in resources.items():
+        if k not in ("cpus", "gpus") or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"study.resources.{k}: got {v!r}; allowed keys cpus, gpus with numbers >= 0")
+    workers = raw.get("workers", 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"study.workers: got {workers!r}; must be an integer >= 1")
+    keys: list[str] = []
+    for k in [*(k for e in entries for k in e), *grid]:
+        if k not in keys:
+            keys.append(k)
+    if LABEL in keys:  # the label names a trial first
+        keys.remove(LABEL)
+        keys.insert(0, LABEL)
+    trials, seen = [], set()
+    for entry in entries:
+        for point in itertools.product(*grid.values()):
+            over = {**entry, **dict(zip(grid, point))}
+            over = {k: over[k] for k in keys if k in over}
+            name = trial_name(len(trials), over)
+            try:
+                cfg = config_from_dict(base_cfg, {**fixed, **{k: v for k, v in over.items() if k != LABEL}}).to_dict()
+            except ConfigError as exc:
+                raise ConfigError(f"study trial {name}: {exc}") from None
+            fp = json.dumps(cfg, sort_keys=True)
+            if fp in seen:
+                raise ConfigError(f"study trial {name}: same config as an earlier trial; remove the duplicate")
+            seen.add(fp)
+            trials.append(Trial(name, over, cfg))
+    return Study(str(raw.get("name") or Path(source).stem or "study"), trials, keys, resources, workers, source,
+                 str(raw.get("title") or ""))
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path}: not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise ConfigError(f"study file {path}: not valid YAML") from None
+    return expand_study(raw, path.parent, str(path))

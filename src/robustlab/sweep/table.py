@@ -1,0 +1,53 @@
+"""The study table: one row per trial with its varying keys, status, final metrics and seconds."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from robustlab.engine.io import read_json, read_jsonl, write_text
+from robustlab.sweep.trial import trial_dir
+
+METRIC_COLUMNS = ["test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "val_clean_acc", "val_pgd_acc"]
+
+
+def load_manifest(study_dir: Path) -> dict:
+    path = Path(study_dir) / "study.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{study_dir}: no study.json; is this a study folder?")
+    return read_json(path)
+
+
+def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
+    study_dir = Path(study_dir)
+    manifest = load_manifest(study_dir)
+    keys = manifest["keys"]
+    header = ["trial", *keys, "status", "epochs", *METRIC_COLUMNS, "best_epoch", "final_protocol",
+              "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "train_seconds", "message"]
+    rows = []
+    for t in manifest["trials"]:
+        run = trial_dir(study_dir, t["name"])
+        res = read_json(run / "results.json") if (run / "results.json").is_file() else {"status": "pending"}
+        metrics = read_jsonl(run / "metrics.jsonl")
+        last = metrics[-1] if metrics else {}
+        fe = res.get("final_eval") or {}
+        row = {"trial": t["name"], **{k: t["overrides"].get(k) for k in keys}, "status": res.get("status"),
+               "epochs": len(metrics), **{m: last.get(m) for m in METRIC_COLUMNS}, "best_epoch": res.get("best_epoch"),
+               "final_protocol": fe.get("protocol"), "final_clean_acc": (fe.get("last") or {}).get("clean_acc"),
+               "final_robust_acc": (fe.get("last") or {}).get("robust_acc"),
+               "final_best_robust_acc": (fe.get("best") or {}).get("robust_acc"),
+               "train_seconds": res.get("train_seconds"), "message": res.get("message", "")}
+        rows.append(row)
+    return header, rows
+
+
+def write_study_table(study_dir: Path) -> Path:
+    header, rows = study_rows(study_dir)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    path = Path(study_dir) / "table.csv"
+    write_text(path, buf.getvalue())
+    return path

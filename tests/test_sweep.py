@@ -1,0 +1,148 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustlab.config import ConfigError
+from robustlab.engine.io import read_jsonl
+from robustlab.sweep import expand_study, load_study, run_sweep
+
+TINY_BASE = {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
+             "model": {"name": "wong_mnist"}, "method": {"name": "fgsm", "eps": 0.1},
+             "train": {"epochs": 2, "progress": "none"}, "optim": {"lr": 0.1},
+             "monitor": {"eval_points": 64, "attack_steps": 2}, "final_eval": {"points": 0}}
+
+
+def tiny_study(**kw):
+    return {"name": "tiny", "base": TINY_BASE, **kw}
+
+
+def test_expansion_names_and_order():
+    s = expand_study(tiny_study(grid={"method.eps": ["2/255", 0.1], "seed": [0, 1]},
+                                list=[{"method.name": "fgsm"}, {"label": "PGD", "method.name": "pgd", "method.steps": 2}]))
+    assert len(s.trials) == 8 and s.keys == ["label", "method.name", "method.steps", "method.eps", "seed"]
+    assert s.trials[0].name == "000-name-fgsm_eps-2_255_seed-0"
+    assert s.trials[5].name == "005-label-PGD_name-pgd_steps-2_eps-2_255_seed-1"
+    assert s.trials[0].config["method"]["eps"] == pytest.approx(2 / 255)
+    assert s.trials[7].config["method"]["steps"] == 2 and s.trials[7].config["seed"] == 1
+    assert len({t.name for t in s.trials}) == 8 and s.fingerprint() == expand_study(tiny_study(
+        grid={"method.eps": ["2/255", 0.1], "seed": [0, 1]},
+        list=[{"method.name": "fgsm"}, {"label": "PGD", "method.name": "pgd", "method.steps": 2}])).fingerprint()
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (tiny_study(grd={}), "study.grd: unknown key"),
+    (tiny_study(grid={"method.eps": []}), "study.grid.method.eps: got []"),
+    (tiny_study(grid={"method.eps": [0.1, -1]}), "study trial 001-eps--1: method.eps: got -1; must be >= 0"),
+    (tiny_study(grid={"method.nope": [1]}), "method.nope: unknown key"),
+    (tiny_study(grid={"seed": [0, 0]}), "same config as an earlier trial"),
+    (tiny_study(resources={"tpus": 1}), "study.resources.tpus"),
+    (tiny_study(workers=0), "study.workers: got 0"),
+])
+def test_study_errors(raw, needle):
+    with pytest.raises(ConfigError, match=None) as info:
+        expand_study(raw)
+    assert needle in str(info.value)
+
+
+def test_base_file_relative_to_study(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "grid": {"seed": [0, 1]}}))
+    s = load_study(tmp_path / "s.yaml")
+    assert s.name == "s" and len(s.trials) == 2 and s.trials[1].config["data"]["name"] == "synthetic"
+
+
+def test_local_sweep_table_report_failure_and_rerun(tmp_path):
+    raw = tiny_study(grid={"method.eps": [0.05, 0.1], "optim.lr": [0.05, 0.1]},
+                     list=[{}], workers=2)
+    out = tmp_path / "study"
+    summary = run_sweep(expand_study(raw), out, log=lambda s: None)
+    assert summary["finished"] == 4 and summary["failed"] == 0
+    table = (out / "table.csv").read_text().splitlines()
+    assert table[0].startswith("trial,method.eps,optim.lr,status,epochs") and len(table) == 5
+    for f in ("report/report.html", "report/curves.png", "report/final_vs_method_eps.png",
+              "report/final_vs_optim_lr.png", "report/heatmap.png", "study.json"):
+        assert (out / f).is_file(), f
+    stamp = (out / "trials" / "000-eps-0.05_lr-0.05" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    logs = []
+    again = run_sweep(expand_study(raw), out, log=logs.append)
+    assert again["finished"] == 4 and again["outcomes"] == []
+    assert (out / "trials" / "000-eps-0.05_lr-0.05" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="holds a different study"):
+        run_sweep(expand_study(tiny_study(grid={"seed": [5]})), out, log=lambda s: None)
+
+
+def test_failing_trial_is_recorded_and_others_run(tmp_path):
+    raw = tiny_study(list=[{"method.name": "fgsm"}, {"data.name": "mnist", "data.root": str(tmp_path / "nodata")},
+                           {"method.name": "pgd", "method.steps": 2}])
+    summary = run_sweep(expand_study(raw), tmp_path / "s", workers=2, log=lambda s: None)
+    assert summary["finished"] == 2 and summary["failed"] == 1
+    bad = [p for p in (tmp_path / "s" / "trials").iterdir() if "mnist" in p.name][0]
+    res = json.loads((bad / "results.json").read_text())
+    assert res["status"] == "failed" and "train-images-idx3-ubyte" in res["message"]
+    assert "Traceback" in (bad / "error.txt").read_text()
+    assert "failed" in (tmp_path / "s" / "table.csv").read_text()
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "eval_seconds")} for r in rows]
+
+
+def test_killed_worker_loses_nothing_and_rerun_completes(tmp_path):
+    base = {**TINY_BASE, "data": {"name": "mnist5k", "val_size": 200}, "train": {"epochs": 3, "progress": "none"},
+            "monitor": {"eval_points": 200, "attack_steps": 2}}
+    study = {"name": "k", "base": base, "grid": {"seed": [0, 1]}, "workers": 2}
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump(study))
+    cmd = [sys.executable, "-m", "robustlab", "sweep", str(path), "--out"]
+    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = tmp_path / "cut" / "trials" / "000-seed-0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (victim.exists() and read_jsonl(victim)):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    pids = subprocess.run(["pgrep", "-f", f"robustlab.sweep.worker {tmp_path / 'cut'}"], capture_output=True, text=True).stdout.split()
+    lock = (tmp_path / "cut" / ".locks" / "000-seed-0.lock").read_text().strip()
+    assert lock in pids
+    os.kill(int(lock), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert "000-seed-0: interrupted" in out and "001-seed-1: finished" in out
+    assert proc.returncode == 1
+    rerun = subprocess.run(cmd + [str(tmp_path / "cut")], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "001-seed-1" not in rerun.stdout.split("to run")[1]  # the finished trial is not run again
+    subprocess.run(cmd + [str(tmp_path / "ref")], check=True, capture_output=True, timeout=300)
+    for t in ("000-seed-0", "001-seed-1"):
+        a = read_jsonl(tmp_path / "cut" / "trials" / t / "metrics.jsonl")
+        b = read_jsonl(tmp_path / "ref" / "trials" / t / "metrics.jsonl")
+        assert [r["epoch"] for r in a] == [1, 2, 3] and _comparable(a) == _comparable(b)
+
+
+def test_concurrent_sweeps_run_each_trial_once(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1, 2, 3]}, workers=1)))
+    cmd = [sys.executable, "-m", "robustlab", "sweep", str(path), "--out", str(tmp_path / "s")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    trained = [line for o in outs for line in o.splitlines() if ": finished (" in line]
+    assert len(trained) == 4, outs
+    assert len({line.split(":")[0] for line in trained}) == 4
+
+
+def test_ray_backend(tmp_path):
+    pytest.importorskip("ray")
+    raw = tiny_study(grid={"seed": [0, 1], "method.eps": [0.05, 0.1]}, resources={"cpus": 1})
+    summary = run_sweep(expand_study(raw), tmp_path / "r", workers=2, backend="ray", log=lambda s: None)
+    assert summary["finished"] == 4
+    local = run_sweep(expand_study(raw), tmp_path / "l", workers=2, log=lambda s: None)
+    assert local["finished"] == 4
+    for t in expand_study(raw).trials:
+        a = read_jsonl(tmp_path / "r" / "trials" / t.name / "metrics.jsonl")
+        b = read_jsonl(tmp_path / "l" / "trials" / t.name / "metrics.jsonl")
+        assert _comparable(a) == _comparable(b)
