@@ -137,3 +137,26 @@ def test_cross_check_with_torchattacks_pgd():
     ours = res[f"PGD-{steps}-1"]["robust_acc"]
     assert ta_acc < 0.9  # the comparison is meaningful: the attack does something
     assert ours <= ta_acc + 0.005
+
+
+@pytest.mark.parametrize("restarts,early", [(1, True), (3, True), (2, False)])
+def test_verdicts_match_an_independent_prediction(restarts, early):
+    model, x, y = trained_synthetic_model()
+    atk = PGD(model, 0.15, 0.04, 12, restarts=restarts, early_stop=early, generator=torch.Generator().manual_seed(2))
+    x_adv, fooled = atk.perturb_with_verdict(x, y)
+    assert torch.equal(fooled, model(x_adv).argmax(1) != y)
+    assert (x_adv - x).abs().max() <= 0.15 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert 0 < fooled.float().mean() < 1
+
+
+def test_gat_attack_reach_box_and_loss_hook():
+    from robustlab.attacks import GATAttack
+    model, x, y = trained_synthetic_model()
+    atk = GATAttack(model, 0.05, generator=torch.Generator().manual_seed(0))
+    x_adv = atk(x, y)
+    d = (x_adv - x).abs().flatten(1).amax(1)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and d.max() <= 0.1 + 1e-6
+    inner = (x > 0.1) & (x < 0.9)                  # away from the box the step is +-eps on top of +-eps
+    steps = (x_adv - x)[inner].abs()
+    assert torch.all((steps < 1e-6) | ((steps - 0.1).abs() < 1e-6))
+    assert atk._p_clean is None

@@ -15,7 +15,7 @@ def method(**kw):
 
 
 def test_registry_names():
-    assert set(METHODS) >= {"standard", "fgsm", "rs_fgsm", "n_fgsm", "pgd"}
+    assert set(METHODS) >= {"standard", "fgsm", "rs_fgsm", "n_fgsm", "pgd", "gat"}
 
 
 def test_eps_ramp_and_default_step_sizes():

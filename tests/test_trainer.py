@@ -43,8 +43,10 @@ def test_run_folder_contents(tmp_path, tiny_cfg):
     assert yaml.safe_load((run / "config.yaml").read_text())["method"]["eps"] == pytest.approx(0.1)
 
 
-def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_cfg, monkeypatch):
+@pytest.mark.parametrize("regs", [[], [{"name": "elle_a", "weight": 50.0}]])
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_cfg, monkeypatch, regs):
     tiny_cfg["train"]["epochs"] = 4
+    tiny_cfg["method"]["regularizers"] = regs
     cfg = config_from_dict(tiny_cfg)
     ref = train(cfg, tmp_path / "ref", log=lambda s: None)
     calls = {"n": 0}
@@ -126,7 +128,7 @@ def test_nonfinite_loss_stops_with_status_and_keeps_last_good_checkpoint(tmp_pat
 
 
 @pytest.mark.parametrize("over", [{"train": {"precision": "bf16"}}, {"train": {"channels_last": True}},
-                                  {"method": {"name": "pgd", "steps": 2}}, {"method": {"name": "n_fgsm"}},
+                                  {"method": {"name": "pgd", "steps": 2}}, {"method": {"name": "n_fgsm"}}, {"method": {"name": "gat"}},
                                   {"method": {"name": "standard"}}, {"optim": {"name": "adamw", "lr": 0.001}},
                                   ])
 def test_variants_train(tmp_path, tiny_cfg, over):

@@ -60,6 +60,19 @@ class ModelConfig:
 
 
 @dataclass
+class RegularizerConfig:
+    """A term added to the method's loss (see robustlab.methods.regularizers)."""
+    name: str = spec("elle", choices=["elle", "elle_a", "gradalign", "llr", "cure"])
+    weight: typing.Optional[float] = spec(None, lo=0.0, doc="lambda (lambda_max for onoff); default: the published value for eps")
+    schedule: typing.Optional[str] = spec(None, choices=["constant", "onoff"], doc="default: onoff for elle_a, llr, cure")
+    sensitivity: float = spec(2.0, lo=0.0, doc="onoff: fire when E > mean + sensitivity * std")
+    decay: float = spec(0.99, lo=0.0, hi=1.0, doc="onoff: lambda *= decay otherwise")
+    window: int = spec(0, lo=0, doc="onoff: history length (0: unbounded, the CIFAR code)")
+    clip_box: bool = spec(True, doc="clip the random points to [0,1] (the ELLE CIFAR code does not)")
+    mean_grad_quirk: bool = spec(False, doc="llr/cure: batch-mean input gradients, as the ELLE code (its weights assume it)")
+
+
+@dataclass
 class MethodConfig:
     name: str = spec("fgsm", doc="a registered training method (see robustlab.methods.METHODS)")
     eps: float = spec(8 / 255, lo=0.0, doc="attack radius on the 0-1 scale")
@@ -69,6 +82,7 @@ class MethodConfig:
     norm: str = spec("linf", choices=["linf", "l2"])
     bn_mode: str = spec("train", choices=["train", "eval"], doc="BatchNorm/dropout mode while the training attack runs")
     eps_ramp_epochs: int = spec(0, lo=0, doc="grow eps and alpha linearly from 0 over this many epochs")
+    regularizers: typing.List[RegularizerConfig] = spec(default_factory=list, doc="terms added to the loss")
 
 
 @dataclass
@@ -301,5 +315,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"optim.betas: got {cfg.optim.betas!r}; expected two numbers")
     if sorted(cfg.optim.milestones) != list(cfg.optim.milestones):
         raise ConfigError(f"optim.milestones: got {cfg.optim.milestones!r}; must be increasing")
+    from robustlab.methods.regularizers import default_weight
+    for reg in cfg.method.regularizers:
+        default_weight(reg, cfg.method.eps)  # a missing weight without a published default fails here
     if cfg.model.name == "wide_resnet" and (cfg.model.depth - 4) % 6 != 0:
         raise ConfigError(f"model.depth: got {cfg.model.depth}; WideResNet needs depth = 6n+4 (16, 28, 34, 40)")

@@ -76,10 +76,18 @@ class IterativeAttack:
 
     @torch.no_grad()
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Adversarial points (per-sample worst case over restarts)."""
+        if self.restarts == 1 and not self.early_stop:
+            with attack_mode(self.model, self.mode):
+                return x.detach() + self._run(x.detach(), y.detach())[0]
+        return self.perturb_with_verdict(x, y)[0]
+
+    @torch.no_grad()
+    def perturb_with_verdict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(adversarial points, fooled): ``fooled[i]`` says whether the model, in the attack's mode,
+        misclassifies the returned point i (established by the forward pass that found it)."""
         x, y = x.detach(), y.detach()
         with attack_mode(self.model, self.mode):
-            if self.restarts == 1 and not self.early_stop:
-                return x + self._run(x, y)[0]
             best = torch.zeros_like(x)
             robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
             best_loss = torch.full((len(x),), -float("inf"), device=x.device)
@@ -92,7 +100,7 @@ class IterativeAttack:
                 best[idx[take]] = delta[take]
                 best_loss[idx] = torch.where(take, loss, best_loss[idx])
                 robust[idx[fooled]] = False
-            return x + best
+            return x + best, ~robust
 
     def _forward_loss(self, x, delta, y):
         logits = self.model(self.transform(x + delta))
@@ -101,37 +109,48 @@ class IterativeAttack:
     def _run(self, x, y, final_check: bool = False):
         """One restart. Returns (delta, fooled flags, per-sample loss at the returned point).
 
-        ``active`` is None while every sample is still attacked (no index copies), else the indices of
-        the samples not yet fooled (early stop)."""
+        The loop works on a working set (``xa, ya, da``; ``active`` maps it to positions in x, None while
+        it is all of x). With early stopping, a point is frozen at the iterate that first fools it (its
+        step is masked to zero); the working set is compacted only once a quarter of it is frozen, so a
+        robust model pays no gather/scatter per step and a weak one stops paying for its fooled points."""
+        n = len(x)
         delta = self.project(self.init_delta(x), x)
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        loss_out = torch.full((len(x),), float("inf"), device=x.device)
-        active = None
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        loss_out = torch.full((n,), float("inf"), device=x.device)
+        active, xa, ya, da, frozen = None, x, y, delta, None
         state: dict = {}
         for _ in range(self.steps):
-            xa, ya = (x, y) if active is None else (x[active], y[active])
-            da = (delta if active is None else delta[active]).detach().requires_grad_(True)
+            da = da.detach().requires_grad_(True)
             with torch.enable_grad():
                 logits, loss = self._forward_loss(xa, da, ya)
                 (grad,) = torch.autograd.grad(loss.sum(), da)
             da = da.detach()
+            step = self.threat.step(self.ascent_direction(grad, state), self.alpha)
             if self.early_stop:
                 hit = logits.detach().argmax(1) != ya
-                if hit.any():
-                    idx = torch.arange(len(x), device=x.device) if active is None else active
-                    fooled[idx[hit]] = True
-                    keep = ~hit
-                    active, xa, da, grad = idx[keep], xa[keep], da[keep], grad[keep]
-                    state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == hit.shape else v for k, v in state.items()}
-                    if len(active) == 0:
-                        break
-            new = self.project(da + self.threat.step(self.ascent_direction(grad, state), self.alpha), xa)
-            if active is None:
-                delta = new
-            else:
-                delta[active] = new
+                frozen = hit if frozen is None else frozen | hit
+                n_frozen = int(frozen.sum())
+                if n_frozen:
+                    ids = torch.arange(n, device=x.device) if active is None else active
+                    fooled[ids[frozen]] = True
+                    if n_frozen == len(ya) or 4 * n_frozen >= len(ya):  # compact the working set
+                        delta[ids] = da
+                        keep = ~frozen
+                        state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
+                                 for k, v in state.items()}
+                        active, xa, ya, da, step, frozen = ids[keep], xa[keep], ya[keep], da[keep], step[keep], None
+                        if len(active) == 0:
+                            break
+                    else:
+                        step = torch.where(frozen.view(-1, *([1] * (step.ndim - 1))), 0.0, step)
+            da = self.project(da + step, xa)
+        ids = torch.arange(n, device=x.device) if active is None else active
+        if active is None:
+            delta = da
+        elif len(ids):
+            delta[ids] = da
         if final_check:
-            rest = torch.arange(len(x), device=x.device) if active is None else active
+            rest = ids if frozen is None else ids[~frozen]
             if len(rest):
                 logits, loss = self._forward_loss(x[rest], delta[rest], y[rest])
                 fooled[rest] = logits.argmax(1) != y[rest]

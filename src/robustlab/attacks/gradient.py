@@ -4,7 +4,11 @@ Call shape: ``atk = PGD(model, eps=8/255, alpha=2/255, steps=10, restarts=1); x_
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from robustlab.attacks.base import IterativeAttack
+from robustlab.attacks.modes import attack_mode
 
 
 class FGSM(IterativeAttack):
@@ -45,3 +49,36 @@ class PGD(IterativeAttack):
                  generator=None):
         super().__init__(model, eps, alpha, steps, norm=norm, random_init=1.0 if random_start else 0.0,
                          project=True, restarts=restarts, mode=mode, early_stop=early_stop, generator=generator)
+
+
+class GATAttack(IterativeAttack):
+    r"""The single-step attack of GAT (Sriramanan et al., NeurIPS 2020), as in the ELLE code: init
+    :math:`\delta_0 = \pm\varepsilon` per pixel (random sign), one step of eps along the sign of
+    :math:`\nabla_\delta [\ell(f(x+\delta), y) + w\lVert p(x) - p(x+\delta)\rVert_2^2]`, no eps-projection (so
+    :math:`\lVert\delta\rVert_\infty` can reach 2 eps), clip to [0,1]. ``w`` = 10."""
+
+    def __init__(self, model, eps: float = 8 / 255, weight: float = 10.0, *, mode: str = "eval", generator=None):
+        super().__init__(model, eps, eps, 1, random_init=1.0, project=False, mode=mode, early_stop=False,
+                         generator=generator)
+        self.weight = weight
+        self._p_clean: torch.Tensor | None = None
+
+    def init_delta(self, x):
+        if self.generator is None:
+            bits = torch.rand_like(x) < 0.5
+        else:
+            bits = torch.rand(x.shape, generator=self.generator, device=self.generator.device).to(x.device) < 0.5
+        return torch.where(bits, self.eps, -self.eps).to(x.dtype)
+
+    def loss(self, logits, y):
+        ce = F.cross_entropy(logits.float(), y, reduction="none")
+        return ce + self.weight * (F.softmax(logits.float(), 1) - self._p_clean).pow(2).sum(1)
+
+    @torch.no_grad()
+    def perturb(self, x, y):
+        with attack_mode(self.model, self.mode):
+            self._p_clean = F.softmax(self.model(x).float(), 1)
+        try:
+            return super().perturb(x, y)
+        finally:
+            self._p_clean = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from pathlib import Path
 from typing import Callable
@@ -78,7 +79,6 @@ class Trainer:
         self.dist.init(self.device)
         self.autocast = autocast_factory(cfg.train.precision, self.device, warn=self.log)
         torch.manual_seed(cfg.seed)
-        import random
         random.seed(cfg.seed)
         self.data = build_data(cfg.data, cfg.seed)
         self.generators = {"data": seed_generator(self.device, cfg.seed + 1),
@@ -111,7 +111,7 @@ class Trainer:
 
     def _evaluate(self, x, y, specs, autocast=None) -> dict:
         """Accuracies over all ranks' shares: {"clean": acc, "<protocol>": robust acc, "seconds": s}."""
-        res = evaluate(self.model, x, y, specs, self.cfg.data.eval_batch_size, autocast or (lambda: contextlib.nullcontext()))
+        res = evaluate(self.model, x, y, specs, self.cfg.data.eval_batch_size, autocast or contextlib.nullcontext)
         counts = torch.stack([torch.tensor(float(len(y))), res["clean_correct"].sum().float()]
                              + [res[s.describe()]["robust"].sum().float() for s in specs])
         counts = self.dist.sum(counts.to(self.device)).cpu()
@@ -163,6 +163,7 @@ class Trainer:
             ranks = state.get("extra", {}).get("rng_ranks")
             rng = ranks[self.dist.rank] if ranks and len(ranks) == self.dist.world else state["rng"]
             ckpt_io.restore_rng(rng, self.generators)
+            self.method.load_state_dict(state.get("extra", {}).get("method", {}))
             history, best, start_epoch, step = state["history"], state["best"], state["epoch"], state["step"]
             self.log(f"{self.run_dir}: resuming after epoch {start_epoch}")
         self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
@@ -185,7 +186,8 @@ class Trainer:
                 rng_ranks = self.dist.gather(ckpt_io.rng_state(self.generators))
                 self._write(ckpt_io.save_checkpoint, last, model=self.model, optimizer=self.optimizer, epoch=epoch + 1,
                             step=step, history=history, best=best, config=self.cfg.to_dict(), rng=rng_ranks[0],
-                            extra={"rng_ranks": rng_ranks} if self.dist.enabled else None)
+                            extra={"method": self.method.state_dict(),
+                                   **({"rng_ranks": rng_ranks} if self.dist.enabled else {})})
                 self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
                 self.dist.barrier()
                 if mode != "none" and self.dist.is_main:

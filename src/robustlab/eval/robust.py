@@ -1,7 +1,8 @@
 """Clean and robust accuracy of a model on a set of points.
 
 Robust accuracy counts a point as robust only if it is classified correctly both clean and at the
-attack's worst case (per sample, over restarts). Points misclassified clean are not attacked.
+attack's worst case (per sample, over restarts). Points misclassified clean are not attacked. The verdict
+at the adversarial point is the one the attack's own eval-mode forward pass established (no second pass).
 """
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Att
         for i in range(0, len(idx), batch_size):
             part = idx[i:i + batch_size]
             with autocast():
-                x_adv = attack(x[part], y[part])
-            robust[part] = predict(model, x_adv, batch_size, autocast) == y[part]
+                _, fooled = attack.perturb_with_verdict(x[part], y[part])
+            robust[part] = ~fooled
         result[spec.describe()] = {"robust_acc": float(robust.float().mean()) if len(y) else float("nan"),
                                    "robust": robust.cpu(), "attack": spec.to_dict()}
     result["seconds"] = time.perf_counter() - t0

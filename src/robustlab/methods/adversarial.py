@@ -6,7 +6,9 @@ codes). ``method.eps_ramp_epochs`` grows eps and alpha linearly from 0 (the SVHN
 """
 from __future__ import annotations
 
-from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM
+import torch.nn.functional as F
+
+from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack
 from robustlab.data.loader import Batch
 from robustlab.methods.base import Method
 from robustlab.registry import Registry
@@ -86,6 +88,27 @@ class PGDTraining(AttackTraining):
         start = True if cfg.init_scale is None else cfg.init_scale > 0
         return PGD(None, cfg.eps, alpha, cfg.steps, random_start=start, norm=cfg.norm, mode=cfg.bn_mode,
                    early_stop=False, generator=self.generator)
+
+
+@METHODS.register("gat")
+class GATTraining(AttackTraining):
+    r"""GAT (Sriramanan et al., NeurIPS 2020), as in the ELLE code: the :class:`GATAttack` point x', and
+    :math:`\ell(f(x'), y) + 10\cdot\frac1B\sum_i\lVert p(x_i) - p(x'_i)\rVert_2^2` with gradients through both
+    probability vectors."""
+    name = "gat"
+    weight = 10.0
+
+    def build_attack(self, cfg):
+        return GATAttack(None, cfg.eps, self.weight, mode=cfg.bn_mode, generator=self.generator)
+
+    def objective(self, model, batch, ctx):
+        out = super().objective(model, batch, ctx)
+        p_adv = F.softmax(out.logits.float(), 1)
+        p_clean = F.softmax(model(batch.x).float(), 1)
+        gap = (p_clean - p_adv).pow(2).sum(1).mean()
+        out.loss = out.loss + self.weight * gap
+        out.metrics["gat_prob_gap"] = gap.detach()
+        return out
 
 
 def build_method(cfg, generator=None) -> Method:

@@ -41,12 +41,14 @@ class Method:
     name = "method"
 
     def __init__(self, cfg, generator: torch.Generator | None = None):
+        from robustlab.methods.regularizers import LinearityRegularizer
         self.cfg = cfg
         self.generator = generator
-        self.regularizers: list[Regularizer] = []
+        self.regularizers: list[Regularizer] = [LinearityRegularizer(r, cfg.eps, generator)
+                                                for r in getattr(cfg, "regularizers", [])]
 
     def prepare(self, model: nn.Module, batch: Batch, epoch: float) -> dict:
-        return {"x_train": batch.x}
+        return {"x_train": batch.x, "eps": self.cfg.eps}
 
     def objective(self, model: nn.Module, batch: Batch, ctx: dict) -> LossOutput:
         logits = model(ctx["x_train"])
@@ -63,3 +65,12 @@ class Method:
     def after_step(self) -> None:
         for reg in self.regularizers:
             reg.after_step()
+
+    def state_dict(self) -> dict:
+        """State that must survive a resume (adaptive weights)."""
+        return {"regularizers": [getattr(r, "state_dict", dict)() for r in self.regularizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for reg, st in zip(self.regularizers, state.get("regularizers", [])):
+            if hasattr(reg, "load_state_dict"):
+                reg.load_state_dict(st)

@@ -80,7 +80,11 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
     started = not ray.is_initialized()
     if started:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as exc:
+                raise ConfigError(f"--address: got {address!r}; could not connect to a Ray cluster there ({exc}); "
+                                  "use the address `ray start --head` printed, or 'auto'") from None
         else:
             ray.init(num_cpus=workers * int(max(1, study.resources["cpus"])), include_dashboard=False,
                      log_to_driver=False)
