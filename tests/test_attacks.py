@@ -160,3 +160,15 @@ def test_gat_attack_reach_box_and_loss_hook():
     steps = (x_adv - x)[inner].abs()
     assert torch.all((steps < 1e-6) | ((steps - 0.1).abs() < 1e-6))
     assert atk._p_clean is None
+
+
+def test_early_stop_when_most_points_fall_at_the_random_start():
+    """Regression: compaction at the first step, while the working set is still the whole batch
+    (wrong labels: nearly every point counts as fooled at the random start)."""
+    model, x, y = trained_synthetic_model()
+    y_wrong = (y + 1) % 4
+    for restarts in (1, 2):
+        atk = PGD(model, 0.05, 0.02, 5, restarts=restarts, generator=torch.Generator().manual_seed(0))
+        x_adv, fooled = atk.perturb_with_verdict(x, y_wrong)
+        assert fooled.float().mean() > 0.9
+        assert torch.equal(fooled, model(x_adv).argmax(1) != y_wrong)

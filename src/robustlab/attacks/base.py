@@ -134,7 +134,10 @@ class IterativeAttack:
                     ids = torch.arange(n, device=x.device) if active is None else active
                     fooled[ids[frozen]] = True
                     if n_frozen == len(ya) or 4 * n_frozen >= len(ya):  # compact the working set
-                        delta[ids] = da
+                        if active is None:
+                            delta = da.clone()  # da may still share storage with delta
+                        else:
+                            delta[ids] = da
                         keep = ~frozen
                         state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
                                  for k, v in state.items()}
