@@ -34,8 +34,16 @@ def spec(default=dataclasses.MISSING, *, choices=None, lo=None, hi=None, lo_open
 @dataclass
 class InjectConfig:
     """Class-feature injection (Ortiz-Jimenez et al., 2023): x <- x + beta * v_y, on train and test sets."""
-    kind: str = spec("none", choices=["none", "carriers"], doc="none, or signed DCT class carriers")
+    kind: str = spec("none", choices=["none", "carriers", "orthogonal"],
+                     doc="none; signed DCT class carriers; or carriers after projecting x off their span")
     beta: float = spec(0.0, lo=0.0, doc="strength on the 0-1 scale (8/255 accepted)")
+
+
+@dataclass
+class LabelConfig:
+    """Label interventions on the training split (validation and test keep their labels)."""
+    noise: float = spec(0.0, lo=0.0, hi=1.0, doc="symmetric noise rate; 1.0 = random labels (uniform over all K)")
+    seed: typing.Optional[int] = spec(None, lo=0, doc="seed of the noisy labels (default: the run's seed)")
 
 
 @dataclass
@@ -48,6 +56,7 @@ class DataConfig:
     crop_padding: int = spec(0, lo=0, doc="random crop with this zero padding (0: off)")
     flip: bool = spec(False, doc="random horizontal flip")
     inject: InjectConfig = spec(default_factory=InjectConfig)
+    labels: LabelConfig = spec(default_factory=LabelConfig)
 
 
 @dataclass
@@ -57,6 +66,7 @@ class ModelConfig:
     depth: int = spec(28, lo=10, doc="WideResNet depth (6n+4)")
     widen: int = spec(10, lo=1, doc="WideResNet widening factor")
     dropout: float = spec(0.0, lo=0.0, hi=1.0)
+    lowpass: int = spec(0, lo=0, doc="keep the b x b lowest 2-D DCT frequencies of the input (0: off)")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from robustlab.data import offline, readers
 from robustlab.data.dataset import DataBundle, DataError, ImageSet, channel_stats, to_float
 from robustlab.data.inject import class_carriers, inject_carriers
 from robustlab.data.loader import Batch, DeviceLoader
+from robustlab.data.labels import symmetric_noise
 from robustlab.data.splits import split_validation
 from robustlab.registry import Registry
 
@@ -51,10 +52,15 @@ def build_data(cfg, seed: int) -> DataBundle:
     train, test, num_classes = DATASETS.get(cfg.name)(root)
     train, val = split_validation(train, cfg.val_size, seed) if cfg.val_size else (train, test.subset(slice(0, 0)))
     mean, std = channel_stats(train.x)
-    if cfg.inject.kind == "carriers" and cfg.inject.beta > 0:
+    if cfg.inject.kind != "none":
         carriers = class_carriers(num_classes, tuple(train.x.shape[1:]))
-        train, val, test = (inject_carriers(s, carriers, cfg.inject.beta) for s in (train, val, test))
-    return DataBundle(cfg.name, train, val, test, num_classes, mean, std)
+        ortho = cfg.inject.kind == "orthogonal"
+        train, val, test = (inject_carriers(s, carriers, cfg.inject.beta, ortho) for s in (train, val, test))
+    original = train.y.clone()
+    if cfg.labels.noise > 0:
+        seed_ = seed if cfg.labels.seed is None else cfg.labels.seed
+        train = ImageSet(train.x, symmetric_noise(train.y, num_classes, cfg.labels.noise, seed_))
+    return DataBundle(cfg.name, train, val, test, num_classes, mean, std, original)
 
 
 __all__ = ["DATASETS", "Batch", "DataBundle", "DataError", "DeviceLoader", "ImageSet", "build_data",

@@ -50,6 +50,7 @@ class DataBundle:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    original_train_labels: torch.Tensor | None = None  # before a label intervention
 
     @property
     def shape(self) -> tuple[int, int, int]:

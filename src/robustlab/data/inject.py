@@ -5,7 +5,7 @@ basis image (unnormalised DCT-III, same on every channel); injection adds it wit
 
 .. math::  \tilde x = x + \beta\, v_y \qquad (\lVert v_y\rVert_\infty = 1;\ \text{no clipping, as the reference code})
 
-For 10 classes the reference scheme is used: classes 0-4 take DCT indices (0,1), (1,0), (1,1), (2,1), (1,2)
+The orthogonal variant first projects x off the carriers' span. For 10 classes the reference scheme is used: classes 0-4 take DCT indices (0,1), (1,0), (1,1), (2,1), (1,2)
 with sign +1 and classes 5-9 the same indices with sign -1 (the carriers span rank 5). For other class
 counts each class takes its own index in zigzag order, skipping DC. beta is on the 0-1 scale (the paper's
 beta/255), like every eps in robustlab.
@@ -53,7 +53,23 @@ def class_carriers(num_classes: int, shape: tuple[int, int, int]) -> torch.Tenso
     return torch.stack(pats)[:, None].expand(-1, c, -1, -1).contiguous()
 
 
-def inject_carriers(data: ImageSet, carriers: torch.Tensor, beta: float) -> ImageSet:
-    """x + beta * v_y as float images (not clipped to [0,1])."""
-    x = to_float(data.x) + beta * carriers[data.y]
-    return ImageSet(x, data.y)
+def inject_carriers(data: ImageSet, carriers: torch.Tensor, beta: float, orthogonal: bool = False) -> ImageSet:
+    """x + beta * v_y as float images (not clipped to [0,1]).
+
+    ``orthogonal``: first remove from x its projection onto span{v_1..v_K}, using an orthonormal basis of
+    the span's true rank (5 for the 10-class scheme; the reference code's 10-column QR of a rank-5 matrix
+    projects out 5 arbitrary extra directions)."""
+    x = to_float(data.x)
+    if orthogonal:
+        q = carrier_basis(carriers)
+        flat = x.flatten(1)
+        x = (flat - (flat @ q) @ q.T).view_as(x)
+    return ImageSet(x + beta * carriers[data.y], data.y)
+
+
+def carrier_basis(carriers: torch.Tensor) -> torch.Tensor:
+    """[d, r] orthonormal basis of the carriers' span, r its numerical rank."""
+    v = carriers.flatten(1).double().T                     # d x K
+    u, s, _ = torch.linalg.svd(v, full_matrices=False)
+    rank = int((s > s.max() * 1e-9).sum())
+    return u[:, :rank].float()

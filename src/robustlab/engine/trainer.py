@@ -29,7 +29,7 @@ from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.engine import checkpoint as ckpt_io
 from robustlab.engine.distributed import DistContext
 from robustlab.engine.env import environment
-from robustlab.engine.io import read_json, write_json, write_jsonl, write_text
+from robustlab.engine.io import read_json, save_torch, write_json, write_jsonl, write_text
 from robustlab.engine.progress import progress_mode, wrap
 from robustlab.engine.runtime import autocast_factory, resolve_device, set_threads
 from robustlab.eval.robust import AttackSpec, evaluate
@@ -151,6 +151,9 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write(write_text, self.run_dir / "config.yaml", self.cfg.to_yaml())
+        if self.cfg.data.labels.noise > 0:  # the noisy labels are part of the run
+            self._write(save_torch, self.run_dir / "labels.pt", {"train_labels": self.data.train.y.cpu(),
+                                                                "original_train_labels": self.data.original_train_labels})
         env = environment(self.device, self.cfg.seed)
         env["world_size"] = self.dist.world
         self._write(write_json, self.run_dir / "env.json", env)

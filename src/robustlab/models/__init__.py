@@ -5,7 +5,7 @@ from typing import Callable
 
 from torch import nn
 
-from robustlab.models.normalize import Normalize
+from robustlab.models.normalize import DCTLowPass, Normalize
 from robustlab.models.resnets import PreActResNet18, ResNet18, WideResNet
 from robustlab.models.small import SmallCNN, WongMNISTNet
 from robustlab.registry import Registry
@@ -26,7 +26,8 @@ def build_model(cfg, shape: tuple[int, int, int], num_classes: int, mean=None, s
     # Always the same two-module shape, so state dicts do not depend on the normalize flag.
     if not cfg.normalize or mean is None:
         mean, std = (0.0,) * c, (1.0,) * c
-    return nn.Sequential(Normalize(mean, std), net)
+    lowpass = DCTLowPass(cfg.lowpass, h, w) if getattr(cfg, "lowpass", 0) else None
+    return nn.Sequential(Normalize(mean, std, lowpass), net)
 
 
-__all__ = ["MODELS", "Normalize", "PreActResNet18", "ResNet18", "SmallCNN", "WideResNet", "WongMNISTNet", "build_model"]
+__all__ = ["MODELS", "DCTLowPass", "Normalize", "PreActResNet18", "ResNet18", "SmallCNN", "WideResNet", "WongMNISTNet", "build_model"]
