@@ -119,6 +119,9 @@ class MonitorConfig:
     attack_restarts: int = spec(1, lo=1)
     attack_alpha: typing.Optional[float] = spec(None, lo=0.0, doc="default eps/4")
     fgsm: bool = spec(True, doc="also report FGSM accuracy (shows catastrophic overfitting)")
+    diagnostics: int = spec(256, lo=0, doc="training images for the linearity diagnostics (0: off)")
+    co_action: str = spec("none", choices=["none", "stop", "rollback"],
+                          doc="when the live CO rule fires: record only; stop; stop and make the best checkpoint final")
 
 
 @dataclass

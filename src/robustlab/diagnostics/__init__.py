@@ -1,4 +1,4 @@
-"""Training diagnostics computed from per-epoch metrics."""
-from robustlab.diagnostics.catastrophic import co_onset, co_onset_in_metrics
+"""Training diagnostics: catastrophic-overfitting detection and local-linearity measurements."""
+from robustlab.diagnostics.catastrophic import co_fires, co_onset, co_onset_in_metrics
 
-__all__ = ["co_onset", "co_onset_in_metrics"]
+__all__ = ["co_fires", "co_onset", "co_onset_in_metrics"]

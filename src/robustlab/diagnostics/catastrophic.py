@@ -29,3 +29,14 @@ def co_onset(pgd_curve: list[float], drop: float = 0.25, min_peak: float = 0.2) 
 def co_onset_in_metrics(metrics: list[dict], key: str = "test_pgd_acc") -> int | None:
     """CO onset of a run from its metrics.jsonl rows."""
     return co_onset([m.get(key) for m in metrics])
+
+
+def co_fires(curve: list[float], drop: float = 0.25, min_peak: float = 0.2) -> bool:
+    """Live CO rule, checked after each epoch: the newest PGD accuracy is below ``drop`` times the best
+    earlier one, which was at least ``min_peak`` (the onset condition of :func:`co_onset`, without
+    waiting to see whether the run recovers)."""
+    vals = [v for v in curve if v is not None]
+    if len(vals) < 2:
+        return False
+    best = max(vals[:-1])
+    return best >= min_peak and vals[-1] < drop * best

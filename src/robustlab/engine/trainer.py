@@ -26,6 +26,8 @@ import yaml
 
 from robustlab.config import Config, ConfigError, config_from_dict
 from robustlab.data import DeviceLoader, build_data, to_float
+from robustlab.diagnostics import co_fires
+from robustlab.diagnostics.linearity import linearity_diagnostics
 from robustlab.engine import checkpoint as ckpt_io
 from robustlab.engine.distributed import DistContext
 from robustlab.engine.env import environment
@@ -100,6 +102,8 @@ class Trainer:
         self.method = build_method(cfg.method, self.generators["attack"])
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+        n_diag = min(cfg.monitor.diagnostics, len(self.data.train))
+        self.diag_batch = (to_float(self.data.train.x[:n_diag].to(self.device)), self.data.train.y[:n_diag].to(self.device))
         n_eval = min(cfg.monitor.eval_points, len(self.data.test))
         self.eval_sets = {"val": self._on_device(self.data.val), "test": self._on_device(self.data.test, n_eval)}
 
@@ -179,9 +183,12 @@ class Trainer:
                 self._write_results("running", history, best, time.perf_counter() - t_start)
                 row, step = self._train_epoch(epoch, step, mode)
                 row.update(self._monitor())
+                row.update(self._diagnostics())
                 history.append(row)
-                score = row.get("val_pgd_acc", row.get("test_pgd_acc", row.get("val_clean_acc", 0.0)))
+                key = next((k for k in ("val_pgd_acc", "test_pgd_acc", "val_clean_acc") if k in row), None)
+                score = row.get(key, 0.0) if key else 0.0
                 score = -math.inf if score is None or math.isnan(score) else score
+                row["co_fired"] = bool(key and key.endswith("pgd_acc") and co_fires([r.get(key) for r in history]))
                 if score > best["score"]:
                     best = {"epoch": epoch + 1, "score": score}
                     self._write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
@@ -195,6 +202,9 @@ class Trainer:
                 self.dist.barrier()
                 if mode != "none" and self.dist.is_main:
                     self.log(format_row(row))
+                if row["co_fired"] and self.cfg.monitor.co_action != "none":
+                    message = self._co_stop(epoch + 1, best, history, step)
+                    break
         except Diverged as exc:
             status, message = "diverged", str(exc)
             self.log(f"{self.run_dir}: {message}; last good checkpoint kept")
@@ -207,6 +217,26 @@ class Trainer:
             except Exception as exc:  # a report must never lose a trained run
                 self.log(f"{self.run_dir}: report failed ({type(exc).__name__}: {exc})")
         return results
+
+    def _diagnostics(self) -> dict:
+        x, y = self.diag_batch
+        if len(y) == 0 or self.cfg.method.eps <= 0:
+            return {}
+        return linearity_diagnostics(self.model, x, y, self.cfg.method.eps, self.cfg.method.norm)
+
+    def _co_stop(self, epoch: int, best: dict, history: list, step: int) -> str:
+        """The live CO rule fired and monitor.co_action asks to stop (and, for rollback, to make the best
+        checkpoint the final model)."""
+        message = f"CO detected at epoch {epoch}; stopped"
+        if self.cfg.monitor.co_action == "rollback" and (self.ckpt_dir / "best.pt").is_file():
+            self.model.load_state_dict(ckpt_io.load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
+            self._write(ckpt_io.save_checkpoint, self.ckpt_dir / "last.pt", model=self.model, optimizer=self.optimizer,
+                        epoch=epoch, step=step, history=history, best=best, config=self.cfg.to_dict(),
+                        rng=ckpt_io.rng_state(self.generators), extra={"method": self.method.state_dict()})
+            message += f" and rolled back to the best checkpoint (epoch {best['epoch']})"
+            self.dist.barrier()
+        self.log(f"{self.run_dir}: {message}")
+        return message
 
     def _train_epoch(self, epoch: int, step: int, mode: str) -> tuple[dict, int]:
         cfg = self.cfg
@@ -308,7 +338,8 @@ class Trainer:
     def _write_results(self, status, history, best, seconds, final=None, message="") -> dict:
         res = {"status": status, "message": message, "epochs_completed": len(history),
                "epochs": self.cfg.train.epochs, "best_epoch": best.get("epoch", 0),
-               "last": history[-1] if history else {}, "final_eval": final or {}, "train_seconds": seconds}
+               "last": history[-1] if history else {}, "final_eval": final or {}, "train_seconds": seconds,
+               "co_epoch": next((r["epoch"] for r in history if r.get("co_fired")), None)}
         self._write(write_json, self.run_dir / "results.json", res)
         return res
 
