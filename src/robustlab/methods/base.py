@@ -35,6 +35,13 @@ class Regularizer:
     def after_step(self) -> None:
         """Called after each optimiser step (adaptive weights such as ELLE-A update here)."""
 
+    def state_dict(self) -> dict:
+        """State a resume needs (adaptive weights); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 class Method:
     """Base class: ``prepare`` crafts inputs, ``objective`` is the base loss, regularisers are added."""
@@ -68,9 +75,8 @@ class Method:
 
     def state_dict(self) -> dict:
         """State that must survive a resume (adaptive weights)."""
-        return {"regularizers": [getattr(r, "state_dict", dict)() for r in self.regularizers]}
+        return {"regularizers": [r.state_dict() for r in self.regularizers]}
 
     def load_state_dict(self, state: dict) -> None:
         for reg, st in zip(self.regularizers, state.get("regularizers", [])):
-            if hasattr(reg, "load_state_dict"):
-                reg.load_state_dict(st)
+            reg.load_state_dict(st)

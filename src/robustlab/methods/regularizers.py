@@ -30,6 +30,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from robustlab.methods.base import Regularizer
+
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # x -> per-sample loss [B]
 
 
@@ -175,7 +177,7 @@ def default_weight(cfg, eps: float) -> float:
                       + f"; set weight explicitly (published, with the quirk: {table} at eps in px)")
 
 
-class LinearityRegularizer:
+class LinearityRegularizer(Regularizer):
     """Draws the random points, evaluates one term, applies a constant or on/off weight."""
 
     def __init__(self, cfg, eps: float, generator: torch.Generator | None = None):
