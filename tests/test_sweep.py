@@ -146,3 +146,11 @@ def test_ray_backend(tmp_path):
         a = read_jsonl(tmp_path / "r" / "trials" / t.name / "metrics.jsonl")
         b = read_jsonl(tmp_path / "l" / "trials" / t.name / "metrics.jsonl")
         assert _comparable(a) == _comparable(b)
+
+
+def test_every_shipped_study_expands():
+    studies = sorted((Path(__file__).parent.parent / "configs" / "studies").glob("*.yaml"))
+    assert len(studies) >= 3
+    for path in studies:
+        study = load_study(path)
+        assert study.trials and len({t.name for t in study.trials}) == len(study.trials)
