@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from robustlab.attacks.base import IterativeAttack
 from robustlab.attacks.modes import attack_mode
+from robustlab.attacks.threat import uniform
 
 
 class FGSM(IterativeAttack):
@@ -64,10 +65,7 @@ class GATAttack(IterativeAttack):
         self._p_clean: torch.Tensor | None = None
 
     def init_delta(self, x):
-        if self.generator is None:
-            bits = torch.rand_like(x) < 0.5
-        else:
-            bits = torch.rand(x.shape, generator=self.generator, device=self.generator.device).to(x.device) < 0.5
+        bits = uniform(x.shape, x, self.generator) < 0.5
         return torch.where(bits, self.eps, -self.eps).to(x.dtype)
 
     def loss(self, logits, y):

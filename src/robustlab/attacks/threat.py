@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 
-def _rand(shape, like: torch.Tensor, generator):
+def uniform(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
+    """U[0,1) samples on ``like``'s device and dtype, drawn from ``generator`` (or the global RNG)."""
     if generator is None:
         return torch.rand(shape, device=like.device, dtype=like.dtype)
     return torch.rand(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
@@ -29,7 +30,7 @@ class Linf:
     name = "linf"
 
     def random_init(self, x: torch.Tensor, radius: float, generator=None) -> torch.Tensor:
-        return (2 * _rand(x.shape, x, generator) - 1) * radius
+        return (2 * uniform(x.shape, x, generator) - 1) * radius
 
     def step(self, grad: torch.Tensor, alpha: float) -> torch.Tensor:
         return alpha * grad.sign()
@@ -48,7 +49,7 @@ class L2:
         direction = _randn(x.shape, x, generator)
         direction = direction / _norms(direction).clamp_min(1e-12)
         d = x[0].numel()
-        r = _rand((x.shape[0],), x, generator).pow(1.0 / d).view(-1, *([1] * (x.ndim - 1)))
+        r = uniform((x.shape[0],), x, generator).pow(1.0 / d).view(-1, *([1] * (x.ndim - 1)))
         return direction * r * radius
 
     def step(self, grad: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -13,13 +13,10 @@ import torch
 
 from robustlab.attacks import FGSM, PGD
 from robustlab.attacks.modes import attack_mode
+from robustlab.attacks.threat import uniform
 from robustlab.methods.regularizers import ce_loss_fn, elle_residual, gradalign_term, input_grad
 
 DIAG_SEED = 4321
-
-
-def _rand(shape, gen, device):
-    return torch.rand(shape, generator=gen, device=gen.device).to(device)
 
 
 def linearity_diagnostics(model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf") -> dict:
@@ -27,9 +24,9 @@ def linearity_diagnostics(model, x: torch.Tensor, y: torch.Tensor, eps: float, n
     with attack_mode(model, "eval"):
         loss_fn = ce_loss_fn(model, y)
         with torch.no_grad():
-            xa = (x + (2 * _rand(x.shape, gen, x.device) - 1) * eps).clamp(0, 1)
-            xb = (x + (2 * _rand(x.shape, gen, x.device) - 1) * eps).clamp(0, 1)
-            alpha = _rand((len(x),), gen, x.device)
+            xa = (x + (2 * uniform(x.shape, x, gen) - 1) * eps).clamp(0, 1)
+            xb = (x + (2 * uniform(x.shape, x, gen) - 1) * eps).clamp(0, 1)
+            alpha = uniform((len(x),), x, gen)
             elle = elle_residual(loss_fn, xa, xb, alpha).pow(2).mean()
         _, g1 = input_grad(loss_fn, x, create_graph=False)
         _, g2 = input_grad(loss_fn, xa, create_graph=False)

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from robustlab.attacks.threat import uniform
 from robustlab.methods.base import Regularizer
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # x -> per-sample loss [B]
@@ -190,11 +191,7 @@ class LinearityRegularizer(Regularizer):
         self._last: torch.Tensor | None = None
 
     def _uniform(self, x: torch.Tensor, eps: float) -> torch.Tensor:
-        if self.generator is None:
-            u = torch.rand_like(x)
-        else:
-            u = torch.rand(x.shape, generator=self.generator, device=self.generator.device).to(x.device, x.dtype)
-        p = x + (2 * u - 1) * eps
+        p = x + (2 * uniform(x.shape, x, self.generator) - 1) * eps
         return p.clamp(0, 1) if self.cfg.clip_box else p
 
     def __call__(self, model, batch, ctx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -203,8 +200,7 @@ class LinearityRegularizer(Regularizer):
         key = "elle" if self.name in ("elle", "elle_a") else self.name
         if key == "elle":
             xa, xb = self._uniform(x, eps), self._uniform(x, eps)
-            alpha = (torch.rand(len(x), generator=self.generator, device=self.generator.device).to(x.device)
-                     if self.generator is not None else torch.rand(len(x), device=x.device))
+            alpha = uniform((len(x),), x, self.generator)
             value = elle_residual(loss_fn, xa, xb, alpha).pow(2).mean()
             metrics = {"elle_error": value.detach()}
         elif key == "gradalign":
