@@ -28,6 +28,7 @@ METHODS = {
     "PGD-2": {"name": "pgd", "steps": 2},
     "GAT": {"name": "gat"},
     "FGSM+ELLE": {"name": "fgsm", "regularizers": [{"name": "elle"}]},
+    "FGSM+ELLE (fused 4B)": {"name": "fgsm", "regularizers": [{"name": "elle", "fuse_forward": True}]},
     "FGSM+ELLE-A": {"name": "fgsm", "regularizers": [{"name": "elle_a"}]},
     "FGSM+GradAlign": {"name": "fgsm", "regularizers": [{"name": "gradalign"}]},
     "FGSM+LLR": {"name": "fgsm", "regularizers": [{"name": "llr", "weight": 1.0}]},

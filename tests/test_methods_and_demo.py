@@ -46,6 +46,12 @@ def test_co_onset():
     assert co_onset([0.1, 0.15, 0.02, 0.01]) is None                # never robust
     assert co_onset([0.1, 0.4, 0.6, 0.05, 0.3, 0.5, 0.01]) == 7
     assert co_onset([0.8, 0.82, 0.85]) is None
+    clean = [0.9, 0.95, 0.97, 0.96, 0.98, 0.99, 0.99]
+    assert co_onset([0.1, 0.4, 0.6, 0.5, 0.05, 0.04, 0.06], clean) == 5
+    # the model fell apart (clean accuracy 0.1) at epoch 5: training failure, not CO; clean back up later
+    # while PGD stays down: CO sets in at epoch 6, measured against the clean accuracy at the PGD peak
+    assert co_onset([0.1, 0.4, 0.6, 0.5, 0.05, 0.04, 0.06], [0.9, 0.95, 0.97, 0.96, 0.1, 0.99, 0.99]) == 6
+    assert co_onset([0.1, 0.4, 0.6, 0.05, 0.05], [0.9, 0.95, 0.97, 0.1, 0.1]) is None
 
 
 def test_embedded_demo_config_is_valid():

@@ -118,3 +118,44 @@ def test_regularizer_config_errors():
     assert cfg.method.regularizers[0].mean_grad_quirk
     with pytest.raises(ConfigError, match="allowed: elle, elle_a, gradalign, llr, cure"):
         config_from_dict({"method": {"regularizers": [{"name": "nope"}]}})
+
+
+@pytest.mark.parametrize("name", ["elle", "elle_a"])
+def test_fused_elle_forward_equals_two_passes_without_batchnorm(name):
+    """fuse_forward sends [x_adv; x_a; x_b; x_c] through one pass: same draws, same loss and gradients as the
+    two-pass form for a model without BatchNorm; with BatchNorm (train mode) the statistics differ."""
+    from robustlab.config import config_from_dict
+    from robustlab.data.loader import Batch
+    from robustlab.methods import build_method
+    from helpers import BNNet
+
+    def run(fuse, model):
+        cfg = config_from_dict({"method": {"name": "fgsm", "eps": 0.1,
+                                           "regularizers": [{"name": name, "weight": 50.0, "fuse_forward": fuse}]}})
+        method = build_method(cfg.method, torch.Generator().manual_seed(3))
+        method.regularizers[0].onoff and setattr(method.regularizers[0].onoff, "lam", torch.tensor(50.0))
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.rand(16, 1, 8, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
+        batch = Batch(x, y, torch.arange(16))
+        ctx = method.prepare(model, batch, 5.0)
+        out = method.loss(model, batch, ctx)
+        model.zero_grad()
+        out.loss.backward()
+        return out.loss.detach(), out.metrics["elle_error"], [p.grad.clone() for p in model.parameters()]
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 64, 4)).double().float()
+    (l1, e1, g1), (l2, e2, g2) = run(False, plain), run(True, plain)
+    assert e1 > 0 and torch.allclose(l1, l2, atol=1e-6) and torch.allclose(e1, e2, rtol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+    bn = BNNet(side=8).eval()
+    bn.bn.train()
+    (l1, _, _), (l2, _, _) = run(False, bn), run(True, bn)
+    assert not torch.allclose(l1, l2, atol=1e-6)
+
+
+def test_fuse_forward_only_for_elle():
+    from robustlab.config import ConfigError, config_from_dict
+    with pytest.raises(ConfigError, match=r"gradalign\]\.fuse_forward.*allowed: elle, elle_a"):
+        config_from_dict({"method": {"regularizers": [{"name": "gradalign", "fuse_forward": True}]}})

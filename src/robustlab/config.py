@@ -80,6 +80,7 @@ class RegularizerConfig:
     window: int = spec(0, lo=0, doc="onoff: history length (0: unbounded, the CIFAR code)")
     clip_box: bool = spec(True, doc="clip the random points to [0,1] (the ELLE CIFAR code does not)")
     mean_grad_quirk: bool = spec(False, doc="llr/cure: batch-mean input gradients, as the ELLE code (its weights assume it)")
+    fuse_forward: bool = spec(False, doc="elle/elle_a: the 3B triplet joins the training forward (one 4B pass)")
 
 
 @dataclass
@@ -331,5 +332,8 @@ def check_config(cfg: Config) -> None:
     from robustlab.methods.regularizers import default_weight
     for reg in cfg.method.regularizers:
         default_weight(reg, cfg.method.eps)  # a missing weight without a published default fails here
+        if reg.fuse_forward and reg.name not in ("elle", "elle_a"):
+            raise ConfigError(f"method.regularizers[{reg.name}].fuse_forward: got true; only elle and elle_a "
+                              "have a forward-only term to fuse (allowed: elle, elle_a)")
     if cfg.model.name == "wide_resnet" and (cfg.model.depth - 4) % 6 != 0:
         raise ConfigError(f"model.depth: got {cfg.model.depth}; WideResNet needs depth = 6n+4 (16, 28, 34, 40)")

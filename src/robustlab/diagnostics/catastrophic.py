@@ -1,42 +1,61 @@
-"""Catastrophic overfitting (CO) read off a per-epoch multi-step robust-accuracy curve.
+"""Catastrophic overfitting (CO) read off per-epoch robust- and clean-accuracy curves.
 
 Definition used here: CO sets in at the first epoch e whose PGD accuracy falls below ``drop`` times the
-best PGD accuracy seen before e, where that best is at least ``min_peak`` (so a run that never became
-robust is not called collapsed), and the curve stays below that level until the end of training.
-With the defaults (drop 0.25, min_peak 0.2): a run peaking at 0.6 has collapsed once it is below 0.15
-for good. FGSM accuracy is not part of the rule; reports show it beside PGD, where CO shows as FGSM
-accuracy staying high while PGD accuracy is near zero.
+best PGD accuracy seen before e, where that best is at least ``min_peak`` (a run that never became robust
+is not called collapsed), **while the model still classifies clean inputs**: clean accuracy at e is at
+least ``keep`` times the clean accuracy at the epoch of that PGD peak (a model that collapsed to a
+near-constant classifier, or diverged, loses clean and robust accuracy together: that is a training
+failure, not CO). For :func:`co_onset` the PGD curve must then stay below that level until the end.
+With the defaults (drop 0.25, min_peak 0.2, keep 0.75): a run peaking at PGD 0.6 with clean 0.96 has
+collapsed once it is below 0.15 for good while its clean accuracy is still >= 0.72 at the onset. FGSM
+accuracy is not part of the rule; reports show it beside PGD, where CO shows as FGSM accuracy staying
+high while PGD accuracy is near zero. Without a clean curve the clean condition is skipped.
 """
 from __future__ import annotations
 
+DROP, MIN_PEAK, KEEP = 0.25, 0.2, 0.75
 
-def co_onset(pgd_curve: list[float], drop: float = 0.25, min_peak: float = 0.2) -> int | None:
+
+def _still_classifies(clean: list | None, epoch_idx: int, peak_idx: int, keep: float) -> bool:
+    if clean is None or clean[epoch_idx] is None or clean[peak_idx] is None:
+        return True
+    return clean[epoch_idx] >= keep * clean[peak_idx]
+
+
+def co_onset(pgd_curve: list[float], clean_curve: list[float] | None = None, drop: float = DROP,
+             min_peak: float = MIN_PEAK, keep: float = KEEP) -> int | None:
     """1-based epoch at which CO set in (see module docstring), or None."""
-    best, onset = 0.0, None
-    for epoch, acc in enumerate(pgd_curve, start=1):
+    best, best_i, onset = 0.0, 0, None
+    for i, acc in enumerate(pgd_curve):
         if acc is None:
             continue
         if onset is None:
-            if best >= min_peak and acc < drop * best:
-                onset, level = epoch, drop * best
-            best = max(best, acc)
+            if best >= min_peak and acc < drop * best and _still_classifies(clean_curve, i, best_i, keep):
+                onset, level = i + 1, drop * best
+            if acc > best:
+                best, best_i = acc, i
         elif acc >= level:
             onset = None
-            best = max(best, acc)
+            if acc > best:
+                best, best_i = acc, i
     return onset
 
 
-def co_onset_in_metrics(metrics: list[dict], key: str = "test_pgd_acc") -> int | None:
-    """CO onset of a run from its metrics.jsonl rows."""
-    return co_onset([m.get(key) for m in metrics])
+def co_onset_in_metrics(metrics: list[dict], prefix: str = "test") -> int | None:
+    """CO onset of a run from its metrics.jsonl rows (``{prefix}_pgd_acc`` and ``{prefix}_clean_acc``)."""
+    return co_onset([m.get(f"{prefix}_pgd_acc") for m in metrics], [m.get(f"{prefix}_clean_acc") for m in metrics])
 
 
-def co_fires(curve: list[float], drop: float = 0.25, min_peak: float = 0.2) -> bool:
+def co_fires(curve: list[float], clean_curve: list[float] | None = None, drop: float = DROP,
+             min_peak: float = MIN_PEAK, keep: float = KEEP) -> bool:
     """Live CO rule, checked after each epoch: the newest PGD accuracy is below ``drop`` times the best
-    earlier one, which was at least ``min_peak`` (the onset condition of :func:`co_onset`, without
-    waiting to see whether the run recovers)."""
-    vals = [v for v in curve if v is not None]
-    if len(vals) < 2:
+    earlier one, which was at least ``min_peak``, and the newest clean accuracy is at least ``keep`` times
+    the clean accuracy at that best epoch (the onset condition of :func:`co_onset`, without waiting to
+    see whether the run recovers)."""
+    idx = [i for i, v in enumerate(curve) if v is not None]
+    if len(idx) < 2:
         return False
-    best = max(vals[:-1])
-    return best >= min_peak and vals[-1] < drop * best
+    last = idx[-1]
+    peak = max(idx[:-1], key=lambda i: curve[i])
+    return (curve[peak] >= min_peak and curve[last] < drop * curve[peak]
+            and _still_classifies(clean_curve, last, peak, keep))

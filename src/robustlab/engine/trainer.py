@@ -188,7 +188,8 @@ class Trainer:
                 key = next((k for k in ("val_pgd_acc", "test_pgd_acc", "val_clean_acc") if k in row), None)
                 score = row.get(key, 0.0) if key else 0.0
                 score = -math.inf if score is None or math.isnan(score) else score
-                row["co_fired"] = bool(key and key.endswith("pgd_acc") and co_fires([r.get(key) for r in history]))
+                row["co_fired"] = bool(key and key.endswith("pgd_acc") and co_fires(
+                    [r.get(key) for r in history], [r.get(key.replace("pgd", "clean")) for r in history]))
                 if score > best["score"]:
                     best = {"epoch": epoch + 1, "score": score}
                     self._write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,

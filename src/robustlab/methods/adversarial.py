@@ -101,8 +101,8 @@ class GATTraining(AttackTraining):
     def build_attack(self, cfg):
         return GATAttack(None, cfg.eps, self.weight, mode=cfg.bn_mode, generator=self.generator)
 
-    def objective(self, model, batch, ctx):
-        out = super().objective(model, batch, ctx)
+    def objective(self, model, batch, ctx, logits=None):
+        out = super().objective(model, batch, ctx, logits)
         p_adv = F.softmax(out.logits.float(), 1)
         p_clean = F.softmax(model(batch.x).float(), 1)
         gap = (p_clean - p_adv).pow(2).sum(1).mean()

@@ -26,10 +26,21 @@ class LossOutput:
 
 
 class Regularizer:
-    """A term added to a method's loss. Subclasses implement ``__call__`` -> (weighted value, metrics)."""
+    """A term added to a method's loss. Subclasses implement ``__call__`` -> (weighted value, metrics).
+
+    A term that only needs the model's logits on extra inputs (ELLE's 3B triplet) may set ``fuses = True``
+    and implement ``extra_inputs`` + ``from_logits``: the method then sends those inputs through the same
+    forward pass as its training inputs (one larger batch; BatchNorm sees them together)."""
     name = "regularizer"
+    fuses = False
 
     def __call__(self, model: nn.Module, batch: Batch, ctx: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def extra_inputs(self, batch: Batch, ctx: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_logits(self, logits: torch.Tensor, batch: Batch, ctx: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def after_step(self) -> None:
@@ -57,14 +68,24 @@ class Method:
     def prepare(self, model: nn.Module, batch: Batch, epoch: float) -> dict:
         return {"x_train": batch.x, "eps": self.cfg.eps}
 
-    def objective(self, model: nn.Module, batch: Batch, ctx: dict) -> LossOutput:
-        logits = model(ctx["x_train"])
+    def objective(self, model: nn.Module, batch: Batch, ctx: dict, logits: torch.Tensor | None = None) -> LossOutput:
+        """The base loss on ``ctx["x_train"]``; ``logits`` are those inputs' logits when a fused forward
+        already computed them."""
+        logits = model(ctx["x_train"]) if logits is None else logits
         return LossOutput(F.cross_entropy(logits.float(), batch.y), logits)
 
     def loss(self, model: nn.Module, batch: Batch, ctx: dict) -> LossOutput:
-        out = self.objective(model, batch, ctx)
-        for reg in self.regularizers:
-            value, metrics = reg(model, batch, ctx)
+        fused = [r for r in self.regularizers if r.fuses]
+        if fused:   # one forward over [x_train; extra inputs of each fused term]
+            parts = [ctx["x_train"]] + [r.extra_inputs(batch, ctx) for r in fused]
+            chunks = model(torch.cat(parts)).split([len(p) for p in parts])
+            out = self.objective(model, batch, ctx, logits=chunks[0])
+            terms = list(zip(fused, [r.from_logits(c, batch, ctx) for r, c in zip(fused, chunks[1:])]))
+        else:
+            out = self.objective(model, batch, ctx)
+            terms = []
+        terms += [(r, r(model, batch, ctx)) for r in self.regularizers if not r.fuses]
+        for _, (value, metrics) in terms:
             out.loss = out.loss + value
             out.metrics.update(metrics)
         return out

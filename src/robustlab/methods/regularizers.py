@@ -8,7 +8,9 @@ the per-sample cross-entropy.
 - **ELLE** (Abad Rocamora et al., ICLR 2024):
   :math:`E_{lin} = \frac1B\sum_i [\ell_i(x_c) - ((1-\alpha_i)\ell_i(x_a) + \alpha_i\ell_i(x_b))]^2`,
   :math:`x_a = x+u_a,\ x_b = x+u_b,\ x_c = (1-\alpha)x_a + \alpha x_b,\ \alpha_i\sim U[0,1]`; the 3B points go
-  through one forward pass; no input gradients (no double backprop).
+  through one forward pass; no input gradients (no double backprop). ``fuse_forward=True`` sends them through
+  the method's training forward as well (one 4B pass, as the ELLE ImageNet code does; BatchNorm then
+  normalises the adversarial and the triplet points together, where the CIFAR code uses two passes).
 - **GradAlign** (Andriushchenko & Flammarion, NeurIPS 2020):
   :math:`1 - \frac1B\sum_i \cos(\nabla\ell_i(x), \nabla\ell_i(x+u))`, double backprop through the second
   gradient only; samples with a zero gradient are left out of the mean.
@@ -36,12 +38,21 @@ from robustlab.methods.base import Regularizer
 LossFn = Callable[[torch.Tensor], torch.Tensor]  # x -> per-sample loss [B]
 
 
+def elle_points(x_a: torch.Tensor, x_b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The 3B points [x_a; x_b; x_c] with x_c = (1-alpha) x_a + alpha x_b, alpha per sample."""
+    a = alpha.view(-1, *([1] * (x_a.ndim - 1)))
+    return torch.cat([x_a, x_b, (1 - a) * x_a + a * x_b])
+
+
+def elle_residual_from_losses(losses: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Residual from the per-sample losses [3B] at elle_points: l(x_c) - ((1-a) l(x_a) + a l(x_b))."""
+    la, lb, lc = losses.view(3, -1)
+    return lc - ((1 - alpha) * la + alpha * lb)
+
+
 def elle_residual(loss_fn: LossFn, x_a: torch.Tensor, x_b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Per-sample linear-interpolation residual l(x_c) - ((1-a) l(x_a) + a l(x_b)), one 3B pass."""
-    a = alpha.view(-1, *([1] * (x_a.ndim - 1)))
-    x_c = (1 - a) * x_a + a * x_b
-    losses = loss_fn(torch.cat([x_a, x_b, x_c])).view(3, -1)
-    return losses[2] - ((1 - alpha) * losses[0] + alpha * losses[1])
+    return elle_residual_from_losses(loss_fn(elle_points(x_a, x_b, alpha)), alpha)
 
 
 def input_grad(loss_fn: LossFn, x: torch.Tensor, create_graph: bool, mean: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,6 +195,7 @@ class LinearityRegularizer(Regularizer):
     def __init__(self, cfg, eps: float, generator: torch.Generator | None = None):
         self.cfg, self.generator = cfg, generator
         self.name = cfg.name
+        self.key = "elle" if cfg.name in ("elle", "elle_a") else cfg.name
         schedule = cfg.schedule or ("onoff" if cfg.name in ("elle_a", "llr", "cure") else "constant")
         weight = default_weight(cfg, eps)
         self.onoff = OnOffWeight(weight, cfg.sensitivity, cfg.decay, cfg.window) if schedule == "onoff" else None
@@ -194,16 +206,36 @@ class LinearityRegularizer(Regularizer):
         p = x + (2 * uniform(x.shape, x, self.generator) - 1) * eps
         return p.clamp(0, 1) if self.cfg.clip_box else p
 
+    @property
+    def fuses(self) -> bool:
+        """ELLE's triplet joins the method's training forward (``fuse_forward``; the ImageNet code's 4B pass)."""
+        return self.key == "elle" and self.cfg.fuse_forward
+
+    def extra_inputs(self, batch, ctx) -> torch.Tensor:
+        """ELLE's 3B points; the draws (x_a, x_b, alpha) are kept for :meth:`from_logits`."""
+        x, eps = batch.x, float(ctx.get("eps", 0.0))
+        xa, xb = self._uniform(x, eps), self._uniform(x, eps)
+        self._alpha = uniform((len(x),), x, self.generator)
+        return elle_points(xa, xb, self._alpha)
+
+    def from_logits(self, logits, batch, ctx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = F.cross_entropy(logits.float(), batch.y.repeat(3), reduction="none")
+        value = elle_residual_from_losses(losses, self._alpha).pow(2).mean()
+        return self._weighted(value, {"elle_error": value.detach()})
+
+    def _weighted(self, value, metrics):
+        self._last = value.detach()
+        lam = self.onoff.value().to(value.device) if self.onoff is not None else torch.tensor(self.weight, device=value.device)
+        metrics[f"{self.name}_lambda"] = lam.detach()
+        return lam * value, metrics
+
     def __call__(self, model, batch, ctx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y, eps = batch.x, batch.y, float(ctx.get("eps", 0.0))
         loss_fn = ce_loss_fn(model, y)
-        key = "elle" if self.name in ("elle", "elle_a") else self.name
+        key = self.key
         if key == "elle":
-            xa, xb = self._uniform(x, eps), self._uniform(x, eps)
-            alpha = uniform((len(x),), x, self.generator)
-            value = elle_residual(loss_fn, xa, xb, alpha).pow(2).mean()
-            metrics = {"elle_error": value.detach()}
-        elif key == "gradalign":
+            return self.from_logits(model(self.extra_inputs(batch, ctx)), batch, ctx)
+        if key == "gradalign":
             _, g1 = input_grad(loss_fn, x, create_graph=False)
             _, g2 = input_grad(loss_fn, self._uniform(x, eps), create_graph=True)
             value = gradalign_term(g1.detach(), g2)
@@ -214,10 +246,7 @@ class LinearityRegularizer(Regularizer):
         else:
             value = cure_term(loss_fn, x, ctx["x_train"], self.cfg.mean_grad_quirk)
             metrics = {"cure_error": value.detach()}
-        self._last = value.detach()
-        lam = self.onoff.value().to(value.device) if self.onoff is not None else torch.tensor(self.weight, device=value.device)
-        metrics[f"{self.name}_lambda"] = lam.detach()
-        return lam * value, metrics
+        return self._weighted(value, metrics)
 
     def after_step(self) -> None:
         if self.onoff is not None and self._last is not None:

@@ -124,7 +124,8 @@ def write_study_report(study_dir: str | Path) -> Path:
     notes = ((manifest.get("title") + ". ") if manifest.get("title") else "") + (f"Study '{manifest['name']}': {len(rows)} trials ({', '.join(f'{v} {k}' for k, v in status.items())}); "
              f"varying keys: {', '.join(keys) or 'none'}. Curves: mean over the runs of a group, shaded min-max. "
              "'CO runs': runs whose test PGD accuracy fell below a quarter of its earlier peak and stayed there "
-             "(robustlab.diagnostics.co_onset). The full table is table.csv.")
+             "while clean accuracy stayed at >= 3/4 of its level at that peak (robustlab.diagnostics.co_onset; a "
+             "model that lost clean accuracy too is a training failure, not CO). The full table is table.csv.")
     table = [[r[h] for h in header if h != "message"] for r in rows]
     return write_comparison_report(out, groups, f"robustlab study: {manifest['name']}", notes,
                                    extra_images=extra, trial_table=([h for h in header if h != "message"], table))
