@@ -29,6 +29,7 @@ METHODS = {
     "GAT": {"name": "gat"},
     "FGSM+ELLE": {"name": "fgsm", "regularizers": [{"name": "elle"}]},
     "FGSM+ELLE (fused 4B)": {"name": "fgsm", "regularizers": [{"name": "elle", "fuse_forward": True}]},
+    "FGSM+ELLE (3 passes of B)": {"name": "fgsm", "regularizers": [{"name": "elle", "triplet_passes": 3}]},
     "FGSM+ELLE-A": {"name": "fgsm", "regularizers": [{"name": "elle_a"}]},
     "FGSM+GradAlign": {"name": "fgsm", "regularizers": [{"name": "gradalign"}]},
     "FGSM+LLR": {"name": "fgsm", "regularizers": [{"name": "llr", "weight": 1.0}]},

@@ -56,9 +56,11 @@ def test_co_onset():
 
 def test_embedded_demo_config_is_valid():
     study = expand_study(demo_study_raw())
-    assert len(study.trials) == 9
-    assert {t.config["method"]["name"] for t in study.trials} == {"fgsm", "rs_fgsm", "pgd"}
-    assert {t.config["seed"] for t in study.trials} == {0, 1, 2}
+    assert len(study.trials) == 12
+    assert {t.config["method"]["name"] for t in study.trials} == {"fgsm", "n_fgsm", "pgd"}
+    regs = {r["name"]: r["weight"] for t in study.trials for r in t.config["method"]["regularizers"]}
+    assert regs == {"gradalign": 0.3, "elle": 300.0, "elle_a": 300.0}     # the weights searched at this scale
+    assert {t.config["seed"] for t in study.trials} == {0, 1}
     assert all(t.config["data"]["inject"]["beta"] == 0.10 for t in study.trials)
 
 

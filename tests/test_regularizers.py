@@ -129,9 +129,9 @@ def test_fused_elle_forward_equals_two_passes_without_batchnorm(name):
     from robustlab.methods import build_method
     from helpers import BNNet
 
-    def run(fuse, model):
-        cfg = config_from_dict({"method": {"name": "fgsm", "eps": 0.1,
-                                           "regularizers": [{"name": name, "weight": 50.0, "fuse_forward": fuse}]}})
+    def run(fuse, model, passes=1):
+        cfg = config_from_dict({"method": {"name": "fgsm", "eps": 0.1, "regularizers": [
+            {"name": name, "weight": 50.0, "fuse_forward": fuse, "triplet_passes": passes}]}})
         method = build_method(cfg.method, torch.Generator().manual_seed(3))
         method.regularizers[0].onoff and setattr(method.regularizers[0].onoff, "lam", torch.tensor(50.0))
         g = torch.Generator().manual_seed(1)
@@ -149,6 +149,9 @@ def test_fused_elle_forward_equals_two_passes_without_batchnorm(name):
     (l1, e1, g1), (l2, e2, g2) = run(False, plain), run(True, plain)
     assert e1 > 0 and torch.allclose(l1, l2, atol=1e-6) and torch.allclose(e1, e2, rtol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+    l3, e3, g3 = run(False, plain, passes=3)              # three B-sized triplet passes: same values
+    assert torch.allclose(l1, l3, atol=1e-6) and torch.allclose(e1, e3, rtol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g3))
     bn = BNNet(side=8).eval()
     bn.bn.train()
     (l1, _, _), (l2, _, _) = run(False, bn), run(True, bn)
@@ -157,5 +160,9 @@ def test_fused_elle_forward_equals_two_passes_without_batchnorm(name):
 
 def test_fuse_forward_only_for_elle():
     from robustlab.config import ConfigError, config_from_dict
+    with pytest.raises(ConfigError, match=r"triplet_passes: got 3; a fused forward is one pass"):
+        config_from_dict({"method": {"regularizers": [{"name": "elle", "fuse_forward": True, "triplet_passes": 3}]}})
+    with pytest.raises(ConfigError, match=r"triplet_passes.*allowed: 1, 3"):
+        config_from_dict({"method": {"regularizers": [{"name": "elle", "triplet_passes": 2}]}})
     with pytest.raises(ConfigError, match=r"gradalign\]\.fuse_forward.*allowed: elle, elle_a"):
         config_from_dict({"method": {"regularizers": [{"name": "gradalign", "fuse_forward": True}]}})

@@ -81,6 +81,7 @@ class RegularizerConfig:
     clip_box: bool = spec(True, doc="clip the random points to [0,1] (the ELLE CIFAR code does not)")
     mean_grad_quirk: bool = spec(False, doc="llr/cure: batch-mean input gradients, as the ELLE code (its weights assume it)")
     fuse_forward: bool = spec(False, doc="elle/elle_a: the 3B triplet joins the training forward (one 4B pass)")
+    triplet_passes: int = spec(1, choices=[1, 3], doc="elle/elle_a: the 3B triplet in one pass (reference) or three B-sized passes")
 
 
 @dataclass
@@ -116,6 +117,7 @@ class OptimConfig:
 class MonitorConfig:
     """Per-epoch evaluation on fixed subsets of the validation and test sets."""
     eval_points: int = spec(1000, lo=0, doc="test points evaluated each epoch")
+    val_points: int = spec(0, lo=0, doc="validation points evaluated each epoch (0: the whole split)")
     attack_steps: int = spec(10, lo=1)
     attack_restarts: int = spec(1, lo=1)
     attack_alpha: typing.Optional[float] = spec(None, lo=0.0, doc="default eps/4")
@@ -143,6 +145,7 @@ class TrainConfig:
     threads: int = spec(0, lo=0, doc="torch CPU threads (0: torch's default)")
     compile: bool = spec(False, doc="torch.compile the model")
     progress: str = spec("auto", choices=["auto", "bar", "lines", "none"])
+    cpu_keep_heap: bool = spec(True, doc="on CPU (Linux/glibc): keep freed activation memory for reuse instead of unmapping it (faster; keeps peak memory)")
 
 
 @dataclass
@@ -332,6 +335,9 @@ def check_config(cfg: Config) -> None:
     from robustlab.methods.regularizers import default_weight
     for reg in cfg.method.regularizers:
         default_weight(reg, cfg.method.eps)  # a missing weight without a published default fails here
+        if reg.fuse_forward and reg.triplet_passes != 1:
+            raise ConfigError(f"method.regularizers[{reg.name}].triplet_passes: got {reg.triplet_passes}; a fused "
+                              "forward is one pass (allowed with fuse_forward: 1)")
         if reg.fuse_forward and reg.name not in ("elle", "elle_a"):
             raise ConfigError(f"method.regularizers[{reg.name}].fuse_forward: got true; only elle and elle_a "
                               "have a forward-only term to fuse (allowed: elle, elle_a)")

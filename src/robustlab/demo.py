@@ -1,8 +1,9 @@
 """``robustlab demo``: the main job on embedded data, a CPU-scale study of catastrophic overfitting.
 
-The demo is an ordinary study (``configs/demo.yaml`` inside the package): FGSM-AT, RS-FGSM-AT and
-PGD-5-AT, 3 seeds each, on injected-feature mnist5k; ``robustlab sweep`` machinery runs it and the study
-report draws it. Rerunning resumes: finished runs are skipped, interrupted ones continue.
+The demo is an ordinary study (``configs/demo.yaml`` inside the package): FGSM-AT, N-FGSM-AT, FGSM +
+GradAlign, FGSM + ELLE, FGSM + ELLE-A and PGD-5-AT, 2 seeds each (``seeds=3``: the recorded evidence), on injected-feature mnist5k (the
+weights were searched at this scale: docs/demo-setting.md); ``robustlab sweep`` machinery runs it and the
+study report draws it (curves, linearity diagnostics with CO onsets, table). Rerunning resumes: finished runs are skipped, interrupted ones continue.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from robustlab.engine.distributed import DistContext
 from robustlab.engine.env import environment
 from robustlab.engine.io import read_json, save_torch, write_json, write_jsonl, write_text
 from robustlab.engine.progress import progress_mode, wrap
-from robustlab.engine.runtime import autocast_factory, resolve_device, set_threads
+from robustlab.engine.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.eval.robust import AttackSpec, evaluate
 from robustlab.methods import build_method
 from robustlab.models import build_model
@@ -78,6 +78,8 @@ class Trainer:
         set_threads(cfg.train.threads)
         self.dist = DistContext.from_env()
         self.device = self.dist.device(resolve_device(cfg.train.device))
+        if self.device.type == "cpu" and cfg.train.cpu_keep_heap:
+            keep_cpu_heap()
         self.dist.init(self.device)
         self.autocast = autocast_factory(cfg.train.precision, self.device, warn=self.log)
         torch.manual_seed(cfg.seed)
@@ -105,7 +107,8 @@ class Trainer:
         n_diag = min(cfg.monitor.diagnostics, len(self.data.train))
         self.diag_batch = (to_float(self.data.train.x[:n_diag].to(self.device)), self.data.train.y[:n_diag].to(self.device))
         n_eval = min(cfg.monitor.eval_points, len(self.data.test))
-        self.eval_sets = {"val": self._on_device(self.data.val), "test": self._on_device(self.data.test, n_eval)}
+        n_val = min(cfg.monitor.val_points or len(self.data.val), len(self.data.val))
+        self.eval_sets = {"val": self._on_device(self.data.val, n_val), "test": self._on_device(self.data.test, n_eval)}
 
     def _on_device(self, data, n: int | None = None):
         """The first n points of a split, this rank's share of them, on the device."""

@@ -11,6 +11,9 @@ the per-sample cross-entropy.
   through one forward pass; no input gradients (no double backprop). ``fuse_forward=True`` sends them through
   the method's training forward as well (one 4B pass, as the ELLE ImageNet code does; BatchNorm then
   normalises the adversarial and the triplet points together, where the CIFAR code uses two passes).
+  ``triplet_passes=3`` sends x_a, x_b and x_c through three B-sized passes instead (the same values for a
+  model without BatchNorm; faster on CPUs, where per-image cost grows with the batch; with BatchNorm each
+  pass is normalised by its own statistics).
 - **GradAlign** (Andriushchenko & Flammarion, NeurIPS 2020):
   :math:`1 - \frac1B\sum_i \cos(\nabla\ell_i(x), \nabla\ell_i(x+u))`, double backprop through the second
   gradient only; samples with a zero gradient are left out of the mean.
@@ -23,7 +26,12 @@ Reference-code quirk, not reproduced by default: the ELLE code takes LLR's and C
 the *batch-mean* loss, so each per-sample gradient carries a factor 1/B (1/B^2 in CURE's square); its
 published weights (LLR 200-5000, CURE 1000-50000) were tuned with that factor. ``mean_grad_quirk=True``
 reproduces it. The ELLE code also does not clip the random points to [0, 1]; here they are clipped unless
-``clip_box=False``.
+``clip_box=False``. Other ELLE-code quirks, named here and not reproduced (spec section 1.7): its trainer
+calls ``optimizer.step()`` twice per batch with the same gradients (around the scheduler step); its attack
+points are never clipped to [0, 1] (robustlab's attacks always clip); an extra clean forward in train mode,
+made only to log accuracy, updates the BatchNorm running statistics; the ImageNet variant uses a
+smooth-L1 residual. In the co_features code GradAlign's first gradient is taken at the FGSM point, not at
+the clean point as in the official GradAlign (robustlab: the clean point).
 """
 from __future__ import annotations
 
@@ -234,7 +242,10 @@ class LinearityRegularizer(Regularizer):
         loss_fn = ce_loss_fn(model, y)
         key = self.key
         if key == "elle":
-            return self.from_logits(model(self.extra_inputs(batch, ctx)), batch, ctx)
+            points = self.extra_inputs(batch, ctx)
+            n = self.cfg.triplet_passes
+            logits = model(points) if n == 1 else torch.cat([model(p) for p in points.chunk(n)])
+            return self.from_logits(logits, batch, ctx)
         if key == "gradalign":
             _, g1 = input_grad(loss_fn, x, create_graph=False)
             _, g2 = input_grad(loss_fn, self._uniform(x, eps), create_graph=True)

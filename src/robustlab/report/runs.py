@@ -117,6 +117,43 @@ def _mean_spread(values: list[float]) -> tuple[float, float, float]:
     return statistics.fmean(vals), min(vals), max(vals)
 
 
+DIAGNOSTICS = [("diag_elle_error", "ELLE linearity error", True), ("diag_gradalign_cos", "GradAlign gradient cosine", False),
+               ("diag_fgsm_pgd_gap", "FGSM - PGD accuracy gap", False)]
+
+
+def _plot_groups(ax, runs: dict[str, list[RunRecord]], key: str) -> None:
+    """Per group: the mean over its runs of ``key`` per epoch, shaded min-max."""
+    for name, group in runs.items():
+        n_ep = max((len(r.metrics) for r in group), default=0)
+        xs, mean, lo, hi = [], [], [], []
+        for e in range(n_ep):
+            m, a, b = _mean_spread([r.metrics[e].get(key) for r in group if len(r.metrics) > e])
+            xs.append(e + 1), mean.append(m), lo.append(a), hi.append(b)
+        line, = ax.plot(xs, mean, marker="o", ms=3, label=name)
+        ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
+
+
+def _plot_diagnostics(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
+    """The per-epoch linearity diagnostics of every group, with each run's CO onset as a dotted line in its
+    group's colour: ELLE's error and the FGSM-PGD gap jump, the gradient cosine drops, when CO sets in."""
+    from robustlab.diagnostics import co_onset_in_metrics
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(5 * len(DIAGNOSTICS), 4))
+    for ax, (key, title, log) in zip(axes, DIAGNOSTICS):
+        _plot_groups(ax, runs, key)
+        for line, group in zip(ax.get_lines(), runs.values()):
+            for r in group:
+                onset = co_onset_in_metrics(r.metrics)
+                if onset is not None:
+                    ax.axvline(onset, color=line.get_color(), ls=":", lw=1)
+        ax.set(title=title, xlabel="epoch")
+        if log:
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Path]], title: str,
                             notes: str = "", extra_images: list[tuple[str, str]] = (),
                             trial_table: tuple[list[str], list[list]] | None = None) -> Path:
@@ -130,19 +167,15 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     plt = _plt()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), sharey=True)
     for ax, (key, label) in zip(axes, CURVES):
-        for name, group in runs.items():
-            n_ep = max((len(r.metrics) for r in group), default=0)
-            xs, mean, lo, hi = [], [], [], []
-            for e in range(n_ep):
-                m, a, b = _mean_spread([r.metrics[e].get(key) for r in group if len(r.metrics) > e])
-                xs.append(e + 1), mean.append(m), lo.append(a), hi.append(b)
-            line, = ax.plot(xs, mean, marker="o", ms=3, label=name)
-            ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
+        _plot_groups(ax, runs, key)
         ax.set(title=f"test {label} accuracy", xlabel="epoch", ylim=(0, 1))
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=90)
     plt.close(fig)
+    if any("diag_elle_error" in m for g in runs.values() for r in g for m in r.metrics):
+        _plot_diagnostics(plt, runs, out / "diagnostics.png")
+        extra_images = [("Linearity diagnostics (fixed training batch; dotted lines: CO onsets)", "diagnostics.png")] + list(extra_images)
     protocols = {_final_row(r)["protocol"] for g in runs.values() for r in g} - {None}
     final_name = protocols.pop() if len(protocols) == 1 else "final eval"
     header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)",
