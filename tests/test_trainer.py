@@ -151,6 +151,14 @@ def test_eval_cli_writes_json(tmp_path, tiny_cfg):
     assert res["eps"] == "25/255" and res["n_examples"] == 100 and res["protocol"] == "PGD-5-2"
     assert res["attack"]["alpha"] == pytest.approx(25 / 255 / 4) and res["threat_model"] == "Linf"
     assert 0 <= res["robust_acc"] <= res["clean_acc"] <= 1
+    assert {f["check"] for f in res["sanity"]} >= {"train_mode", "randomness", "zero_gradients", "eps_monotone",
+                                                   "large_eps", "more_iterations"}
+    assert out.with_suffix(".state.json").is_file() and "## Sanity checks" in out.with_suffix(".md").read_text()
+    again = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "run"), "--eps", "25/255",
+                            "--steps", "5", "--restarts", "2", "--n", "100", "--out", str(out), "--sanity", "0"],
+                           capture_output=True, text=True)       # resumed from the state: nothing left to attack
+    assert again.returncode == 0 and json.loads(out.read_text())["robust_acc"] == res["robust_acc"]
+    assert "points to attack" not in again.stdout
     bad = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
 

@@ -23,10 +23,12 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from robustlab.eval.command import run_eval
 
-    res = run_eval(args)
-    atk = res["attack"]
+    res = run_eval(args, log=print)
     print(f"{res['checkpoint']}: clean {res['clean_acc']:.4f}  robust {res['robust_acc']:.4f}  "
-          f"({res['protocol']}, {atk['norm']} eps={res['eps']}, n={res['n_examples']}, {res['seconds']:.1f} s) -> {res['written_to']}")
+          f"({res['protocol']}, {res['threat_model']} eps={res['eps']}, n={res['n_examples']}, {res['seconds']:.1f} s) -> {res['written_to']}")
+    for flag in res["sanity"]:
+        if not flag["passed"]:
+            print(f"  FLAG {flag['check']}: {flag['note']}")
     return 0
 
 
@@ -75,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run folder or checkpoint (default PGD-50-10, step eps/4)")
     e.add_argument("path", help="run folder or checkpoint file")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
-    e.add_argument("--attack", choices=["pgd", "fgsm"], default="pgd")
+    e.add_argument("--attack", choices=["pgd", "fgsm", "autoattack", "pgd+autoattack"], default="pgd",
+                   help="autoattack: the standard AutoAttack protocol by the reference code (extra 'autoattack'); "
+                        "pgd+autoattack: AutoAttack on the points PGD left robust")
+    e.add_argument("--sanity", type=int, default=200, help="points for the sanity checks (0: skip)")
     e.add_argument("--norm", choices=["linf", "l2"], default=None, help="default: the run's threat model")
     e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps)")
     e.add_argument("--alpha", default=None, help="step size (default eps/4)")

@@ -1,4 +1,5 @@
-"""``robustlab eval``: rebuild a run's data and model from a checkpoint and measure clean and robust accuracy."""
+"""``robustlab eval``: rebuild a run's data and model from a checkpoint and measure clean and robust accuracy
+with a resumable attack cascade (PGD, AutoAttack), with sanity flags in the report."""
 from __future__ import annotations
 
 import time
@@ -7,9 +8,11 @@ from pathlib import Path
 from robustlab.config import ConfigError, config_from_dict, parse_number
 from robustlab.data import build_data, to_float
 from robustlab.engine.checkpoint import load_checkpoint
-from robustlab.engine.io import write_json
+from robustlab.engine.io import write_json, write_text
 from robustlab.engine.runtime import autocast_factory, resolve_device
-from robustlab.eval.robust import AttackSpec, evaluate
+from robustlab.eval.cascade import AutoAttackStage, PGDStage, autoattack_stages, import_autoattack, run_cascade
+from robustlab.eval.robust import AttackSpec
+from robustlab.eval.sanity import flags_markdown, sanity_checks
 from robustlab.models import build_model
 
 
@@ -30,7 +33,18 @@ def fraction_text(x: float) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and k >= 1 else f"{x:g}"
 
 
-def run_eval(args) -> dict:
+def build_stages(args, spec: AttackSpec) -> list:
+    """--attack pgd | fgsm | autoattack | pgd+autoattack -> cascade stages (AutoAttack: its four standard
+    components, run by the reference code)."""
+    stages = [PGDStage(spec)] if args.attack in ("pgd", "fgsm", "pgd+autoattack") else []
+    if "autoattack" in args.attack:
+        import_autoattack()   # a clear message before any work when the extra is missing
+        stages += autoattack_stages(spec.eps, spec.norm, seed=0)
+    return stages
+
+
+def run_eval(args, log=lambda s: None) -> dict:
+    """Evaluate one checkpoint: a resumable cascade (state next to the JSON), sanity flags, JSON + Markdown."""
     ckpt_path = resolve_checkpoint(Path(args.path), args.checkpoint)
     try:
         ckpt = load_checkpoint(ckpt_path)
@@ -40,12 +54,16 @@ def run_eval(args) -> dict:
     for name in ("steps", "restarts", "n", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: got {getattr(args, name)}; must be >= 1")
+    if getattr(args, "sanity", 0) < 0:
+        raise ConfigError(f"--sanity: got {args.sanity}; must be >= 0 (0: skip the checks)")
     eps = parse_number(args.eps, "--eps") if args.eps is not None else cfg.method.eps
     if eps <= 0:
         raise ConfigError(f"--eps: got {args.eps!r}; must be > 0 (the run was trained with eps={cfg.method.eps})")
     alpha = parse_number(args.alpha, "--alpha") if args.alpha is not None else None
-    spec = AttackSpec(args.attack, eps, alpha, args.steps if args.attack == "pgd" else 1,
-                      args.restarts if args.attack == "pgd" else 1, args.norm or cfg.method.norm)
+    pgd_name = "fgsm" if args.attack == "fgsm" else "pgd"
+    spec = AttackSpec(pgd_name, eps, alpha, args.steps if pgd_name == "pgd" else 1,
+                      args.restarts if pgd_name == "pgd" else 1, args.norm or cfg.method.norm)
+    stages = build_stages(args, spec)
     device = resolve_device(args.device)
     data = build_data(cfg.data, cfg.seed)
     model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std).to(device)
@@ -53,20 +71,46 @@ def run_eval(args) -> dict:
     model.eval()
     n = min(args.n, len(data.test))
     x, y = to_float(data.test.x[:n].to(device)), data.test.y[:n].to(device)
-    t0 = time.perf_counter()
-    res = evaluate(model, x, y, [spec], args.batch_size, autocast_factory(args.precision, device))
-    out = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"), "dataset": cfg.data.name,
-           "model": cfg.model.name, "threat_model": "Linf" if spec.norm == "linf" else "L2",
-           "eps": fraction_text(eps), "protocol": spec.describe() if spec.name == "pgd" else "FGSM",
-           "attack": spec.to_dict(), "n_examples": n, "clean_acc": res["clean_acc"],
-           "robust_acc": res[spec.describe()]["robust_acc"], "precision": args.precision, "device": str(device),
-           "seconds": time.perf_counter() - t0}
+    protocol = "+".join(["AutoAttack" if isinstance(st, AutoAttackStage) else st.name for st in stages])
+    protocol = protocol.replace("+".join(["AutoAttack"] * 4), "AutoAttack")
+    threat = "Linf" if spec.norm == "linf" else "L2"
     if args.out:
         dest = Path(args.out)
     else:
         base = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-        stem = f"{ckpt_path.stem}-{out['protocol']}-{spec.norm}-eps{eps:.5g}-n{n}"
-        dest = base / "eval" / f"{stem}.json"
+        dest = base / "eval" / f"{ckpt_path.stem}-{protocol}-{spec.norm}-eps{eps:.5g}-n{n}.json"
+    key = {"checkpoint": str(ckpt_path.resolve()), "epoch": ckpt.get("epoch"), "eps": eps, "norm": spec.norm}
+    t0 = time.perf_counter()
+    res = run_cascade(model, x, y, stages, dest.with_suffix(".state.json"), key, chunk=args.batch_size,
+                      batch_size=args.batch_size, autocast=autocast_factory(args.precision, device), log=log)
+    out = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"), "dataset": cfg.data.name,
+           "model": cfg.model.name, "threat_model": threat, "eps": fraction_text(eps), "protocol": protocol,
+           "attack": spec.to_dict() if any(isinstance(st, PGDStage) for st in stages) else None,
+           "n_examples": n, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
+           "stages": res["stages"], "precision": args.precision, "device": str(device)}
+    if "autoattack" in args.attack:
+        # the AutoAttack number alone is only defined when AutoAttack saw every clean-correct point
+        out["autoattack_acc"] = res["robust_acc"] if args.attack == "autoattack" else None
+        out["autoattack_note"] = ("standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack) on the points "
+                                  + ("still robust after PGD: robust_acc is the worst case over both"
+                                     if args.attack == "pgd+autoattack" else "correctly classified clean"))
+    out["seconds"] = time.perf_counter() - t0
+    flags = sanity_checks(model, x, y, eps, spec.norm, n=args.sanity, batch_size=args.batch_size, cascade=res) \
+        if getattr(args, "sanity", 0) else []
+    out["sanity"] = flags
+    out["sanity_seconds"] = time.perf_counter() - t0 - out["seconds"]
     out["written_to"] = str(dest)
     write_json(dest, out)
+    write_text(dest.with_suffix(".md"), eval_markdown(out))
     return out
+
+
+def eval_markdown(out: dict) -> str:
+    lines = [f"# Evaluation: {out['protocol']}, {out['threat_model']} eps {out['eps']}", "",
+             f"checkpoint `{out['checkpoint']}` (epoch {out['epoch']}), {out['dataset']}, first {out['n_examples']} test points", "",
+             f"clean accuracy **{out['clean_acc']:.4f}**, robust accuracy **{out['robust_acc']:.4f}** (per-sample worst case)", "",
+             "| stage | robust accuracy after it | points fooled | seconds |", "|---|---|---|---|"]
+    lines += [f"| {s['name']} | {s['robust_acc']:.4f} | {s['fooled']} | {s['seconds']:.1f} |" for s in out["stages"]]
+    if out.get("sanity"):
+        lines += ["", "## Sanity checks", "", flags_markdown(out["sanity"])]
+    return "\n".join(lines) + "\n"

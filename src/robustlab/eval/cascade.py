@@ -1,0 +1,163 @@
+"""A resumable evaluation cascade: attacks in order, each only on the points still robust.
+
+Robust accuracy is the per-sample worst case: a point counts as robust only if it is classified correctly
+clean and no stage fooled it. After every chunk of points the per-example flags (clean, robust, and which
+points each stage has already attacked) are written atomically to a JSON state file, so an interrupted
+evaluation resumes at the chunk where it stopped and never re-attacks a point. The state records what it
+evaluates (checkpoint, points, threat model, eps, stages); a state for anything else is refused.
+
+Stages:
+
+- ``PGDStage``: robustlab's PGD (L-inf or L2), freezing each point at its first fooling iterate.
+- ``AutoAttackStage``: one component of the standard AutoAttack protocol (APGD-CE, APGD-T, FAB-T, Square)
+  run by the reference implementation's own code (the ``pyautoattack`` package, extra ``autoattack``) with
+  the standard version's parameters; the four in this order on the still-robust points are exactly what
+  ``run_standard_evaluation`` does (it too attacks only the points that survived the previous attacks).
+  With fewer than 10 classes the targeted attacks target all C - 1 other classes (the standard 9 need 10).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from robustlab.engine.io import read_json, write_json
+from robustlab.eval.robust import EVAL_SEED, AttackSpec, build_eval_attack, predict
+
+AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+class StateMismatch(ValueError):
+    pass
+
+
+@dataclass
+class PGDStage:
+    spec: AttackSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.describe()
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self.spec.to_dict()}
+
+    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int) -> torch.Tensor:
+        gen = torch.Generator(device=x.device).manual_seed(EVAL_SEED + chunk_index)
+        _, fooled = build_eval_attack(model, self.spec, gen).perturb_with_verdict(x, y)
+        return fooled
+
+
+def import_autoattack():
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError:
+        raise ImportError("--attack autoattack needs the reference AutoAttack code: "
+                          "pip install 'robustlab[autoattack]' (the pyautoattack package)") from None
+    return AutoAttack
+
+
+@dataclass
+class AutoAttackStage:
+    component: str            # apgd-ce | apgd-t | fab-t | square
+    eps: float
+    norm: str = "linf"
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.component
+
+    def describe(self) -> dict:
+        return {"name": self.component, "protocol": "AutoAttack standard (pyautoattack)", "eps": self.eps,
+                "norm": self.norm, "seed": self.seed}
+
+    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int) -> torch.Tensor:
+        AutoAttack = import_autoattack()
+        adversary = AutoAttack(model, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps,
+                               version="standard", seed=self.seed, device=x.device)
+        adversary.attacks_to_run = [self.component]   # the standard version's parameters, one component
+        with torch.no_grad():
+            classes = model(x[:1]).shape[1]
+        if classes - 1 < adversary.apgd_targeted.n_target_classes:   # fewer than 10 classes: all other classes
+            adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = classes - 1
+        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        return y_adv.to(y.device) != y
+
+
+def autoattack_stages(eps: float, norm: str, seed: int = 0) -> list[AutoAttackStage]:
+    return [AutoAttackStage(c, eps, norm, seed) for c in AUTOATTACK_STANDARD]
+
+
+def _flags(t: torch.Tensor) -> str:
+    return "".join("1" if v else "0" for v in t.tolist())
+
+
+def _unflags(s: str) -> torch.Tensor:
+    return torch.tensor([c == "1" for c in s], dtype=torch.bool)
+
+
+def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list, state_path: str | Path | None = None,
+                key: dict | None = None, chunk: int = 500, batch_size: int = 500, autocast=contextlib.nullcontext,
+                log: Callable[[str], None] = lambda s: None, after_chunk: Callable[[], None] | None = None) -> dict:
+    """Run ``stages`` in order, each on the still-robust points, persisting flags after every chunk.
+
+    Returns {"n", "clean_acc", "robust_acc", "stages": [{"name", "robust_acc", "fooled", "seconds"}],
+    "clean": bool[n], "robust": bool[n], "fooled_by": {stage: bool[n]}}."""
+    model.eval()
+    key = {**(key or {}), "n": len(y), "stages": [s.describe() for s in stages]}
+    path = Path(state_path) if state_path else None
+    state = read_json(path) if path is not None and path.is_file() else None
+    if state is not None and state["key"] != key:
+        raise StateMismatch(f"{path}: an evaluation state for something else (delete it to start over)")
+    if state is None:
+        t0 = time.perf_counter()
+        clean = predict(model, x, batch_size, autocast).cpu() == y.cpu()
+        state = {"key": key, "clean": _flags(clean), "robust": _flags(clean), "stages": {}}
+        state["clean_seconds"] = time.perf_counter() - t0
+    robust = _unflags(state["robust"])
+    for stage in stages:
+        st = state["stages"].setdefault(stage.name, {"attacked": _flags(torch.zeros(len(y), dtype=torch.bool)),
+                                                     "fooled": _flags(torch.zeros(len(y), dtype=torch.bool)),
+                                                     "seconds": 0.0})
+        attacked, fooled_by = _unflags(st["attacked"]), _unflags(st["fooled"])
+        todo = (robust & ~attacked).nonzero().squeeze(1)
+        if len(todo):
+            log(f"{stage.name}: {len(todo)} points to attack ({int(robust.sum())} robust so far)")
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            t0 = time.perf_counter()
+            dev = part.to(x.device)
+            with autocast():
+                fooled = stage.fooled(model, x[dev], y[dev], int(part[0])).cpu()
+            robust[part[fooled]] = False
+            fooled_by[part[fooled]] = True
+            attacked[part] = True
+            st.update(attacked=_flags(attacked), fooled=_flags(fooled_by), seconds=st["seconds"] + time.perf_counter() - t0)
+            state["robust"] = _flags(robust)
+            if path is not None:
+                write_json(path, state)
+            if after_chunk is not None:
+                after_chunk()
+    if path is not None:
+        write_json(path, state)
+    n = len(y)
+    clean = _unflags(state["clean"])
+    out = {"n": n, "clean_acc": float(clean.float().mean()) if n else float("nan"),
+           "robust_acc": float(robust.float().mean()) if n else float("nan"), "clean": clean, "robust": robust,
+           "fooled_by": {}, "stages": []}
+    remaining = clean.clone()
+    for stage in stages:
+        st = state["stages"][stage.name]
+        fooled_by = _unflags(st["fooled"])
+        remaining &= ~fooled_by
+        out["fooled_by"][stage.name] = fooled_by
+        out["stages"].append({"name": stage.name, "robust_acc": float(remaining.float().mean()) if n else float("nan"),
+                              "fooled": int(fooled_by.sum()), "seconds": st["seconds"]})
+    out["seconds"] = state.get("clean_seconds", 0.0) + sum(s["seconds"] for s in out["stages"])
+    return out

@@ -1,0 +1,97 @@
+"""The resumable evaluation cascade and the sanity checks (issue 5)."""
+import pytest
+import torch
+from torch import nn
+
+from helpers import trained_synthetic_model
+from robustlab.eval.cascade import PGDStage, StateMismatch, run_cascade
+from robustlab.eval.robust import AttackSpec
+from robustlab.eval.sanity import sanity_checks
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stages(eps=0.1):
+    return [PGDStage(AttackSpec("pgd", eps, None, 5, 1)), PGDStage(AttackSpec("pgd", eps, None, 20, 2))]
+
+
+def test_cascade_worst_case_and_resume(tmp_path):
+    model, x, y = trained_synthetic_model()
+    full = run_cascade(model, x, y, stages(), tmp_path / "a.json", chunk=32)
+    assert 0 < full["robust_acc"] < full["clean_acc"]
+    assert not (full["robust"] & ~full["clean"]).any()                       # robust implies clean-correct
+    first, second = (full["fooled_by"][s.name] for s in stages())
+    assert not (first & second).any()                                        # later stages only see survivors
+    assert full["robust_acc"] == pytest.approx(full["stages"][-1]["robust_acc"])
+    assert full["stages"][0]["robust_acc"] >= full["stages"][1]["robust_acc"]
+    calls = []
+
+    def stop_after_three():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_cascade(model, x, y, stages(), tmp_path / "b.json", chunk=32, after_chunk=stop_after_three)
+    resumed_calls = []
+    again = run_cascade(model, x, y, stages(), tmp_path / "b.json", chunk=32, after_chunk=lambda: resumed_calls.append(1))
+    total_chunks = len(calls) - 1 + len(resumed_calls) + 1
+    assert torch.equal(again["robust"], full["robust"]) and torch.equal(again["clean"], full["clean"])
+    assert total_chunks == sum(-(-int(n) // 32) for n in [full["clean"].sum(), (full["clean"] & ~first).sum()])
+    with pytest.raises(StateMismatch):
+        run_cascade(model, x, y, stages(eps=0.2), tmp_path / "b.json", chunk=32)
+
+
+class Quantize(nn.Module):
+    """An input-quantising front end: piecewise constant, so every input gradient is exactly zero."""
+
+    def forward(self, x):
+        return torch.round(x * 4) / 4
+
+
+def flagged(flags):
+    return {f["check"] for f in flags if not f["passed"]}
+
+
+def test_sanity_flags_a_gradient_masked_model_and_not_a_clean_one():
+    model, x, y = trained_synthetic_model()
+    assert flagged(sanity_checks(model, x, y, 0.1, n=128)) == set()
+    masked = nn.Sequential(Quantize(), model).eval()
+    bad = flagged(sanity_checks(masked, x, y, 0.1, n=128))
+    assert {"zero_gradients", "large_eps"} <= bad        # all-zero gradients; PGD cannot move it at eps 0.5
+    model.train()
+    try:
+        assert "train_mode" in flagged(sanity_checks(model, x, y, 0.1, n=64))
+    finally:
+        model.eval()
+
+
+def test_autoattack_stage_runs_the_reference_apgd():
+    """One standard-AutoAttack component (APGD-CE, 100 iterations) through the reference code, as a cascade
+    stage: within the clean-correct points, at least as strong as PGD-5 up to a point, and deterministic."""
+    pytest.importorskip("pyautoattack")
+    from robustlab.eval.cascade import AutoAttackStage
+    model, x, y = trained_synthetic_model()
+    x, y = x[:24], y[:24]
+    aa = run_cascade(model, x, y, [AutoAttackStage("apgd-ce", 0.1)])
+    pgd = run_cascade(model, x, y, stages()[:1])
+    assert not (aa["robust"] & ~aa["clean"]).any()
+    assert aa["robust_acc"] <= pgd["robust_acc"] + 1 / 24
+    assert torch.equal(run_cascade(model, x, y, [AutoAttackStage("apgd-ce", 0.1)])["robust"], aa["robust"])
+
+
+@pytest.mark.slow
+def test_autoattack_cascade_equals_the_reference_standard_run():
+    """The four standard components as cascade stages give the same per-point verdicts as pyautoattack's own
+    run_standard_evaluation (minutes: Square's 5,000 queries)."""
+    pyautoattack = pytest.importorskip("pyautoattack")
+    from robustlab.eval.cascade import autoattack_stages
+    model, x, y = trained_synthetic_model()
+    x, y = x[:32], y[:32]
+    ours = run_cascade(model, x, y, autoattack_stages(0.1, "linf"))
+    ref = pyautoattack.AutoAttack(model, norm="Linf", eps=0.1, version="standard", seed=0)
+    ref.apgd_targeted.n_target_classes = ref.fab.n_target_classes = 3      # 4 classes
+    _, y_adv = ref.run_standard_evaluation(x, y, batch_size=32)
+    assert torch.equal(ours["robust"], y_adv == y)
