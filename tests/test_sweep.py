@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import signal
@@ -88,6 +89,18 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     assert res["status"] == "failed" and "train-images-idx3-ubyte" in res["message"]
     assert "Traceback" in (bad / "error.txt").read_text()
     assert "failed" in (tmp_path / "s" / "table.csv").read_text()
+    # robustlab eval STUDY_DIR: best and last of every trial that has them, figures in the table and report
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "s"), "--steps", "3",
+                           "--restarts", "1", "--n", "64", "--sanity", "32"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "no best checkpoint; skipped" in proc.stdout
+    rows = list(csv.DictReader((tmp_path / "s" / "table.csv").open()))
+    done = [r for r in rows if r["status"] == "finished"]
+    assert len(done) == 2 and all(r["eval_protocol"] == "PGD-3-1" for r in rows)
+    for r in done:
+        assert 0 <= float(r["eval_last_robust_acc"]) <= float(r["eval_last_clean_acc"]) <= 1
+        assert r["eval_best_robust_acc"] != ""
+    assert "eval_best_robust_acc" in (tmp_path / "s" / "report" / "report.md").read_text()
 
 
 def _comparable(rows):

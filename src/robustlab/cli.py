@@ -22,6 +22,12 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from robustlab.eval.command import run_eval
+    from robustlab.eval.study import eval_study, is_study_dir
+
+    if is_study_dir(args.path):
+        summary = eval_study(args)
+        print(f"{args.path}: {len(summary['files'])} trials evaluated ({summary['protocol']}); table.csv and {summary['report']}")
+        return 0
 
     res = run_eval(args, log=print)
     print(f"{res['checkpoint']}: clean {res['clean_acc']:.4f}  robust {res['robust_acc']:.4f}  "
@@ -74,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run folder or checkpoint (default PGD-50-10, step eps/4)")
-    e.add_argument("path", help="run folder or checkpoint file")
+    e = sub.add_parser("eval", help="evaluate a run folder, a checkpoint or every trial of a study (default PGD-50-10, step eps/4)")
+    e.add_argument("path", help="run folder, checkpoint file, or study folder (best and last checkpoint of every trial)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
     e.add_argument("--attack", choices=["pgd", "fgsm", "autoattack", "pgd+autoattack"], default="pgd",
                    help="autoattack: the standard AutoAttack protocol by the reference code (extra 'autoattack'); "

@@ -22,6 +22,7 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
     study_dir = Path(study_dir)
     manifest = load_manifest(study_dir)
     keys = manifest["keys"]
+    study_eval = read_json(study_dir / "study_eval.json") if (study_dir / "study_eval.json").is_file() else None
     header = ["trial", *keys, "status", "epochs", *METRIC_COLUMNS, "best_epoch", "final_protocol",
               "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "train_seconds", "message"]
     rows = []
@@ -37,8 +38,31 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
                "final_robust_acc": (fe.get("last") or {}).get("robust_acc"),
                "final_best_robust_acc": (fe.get("best") or {}).get("robust_acc"),
                "train_seconds": res.get("train_seconds"), "message": res.get("message", "")}
+        row.update(_eval_columns(study_eval, t["name"], run))
         rows.append(row)
+    if study_eval:
+        header = header[:-2] + EVAL_COLUMNS + header[-2:]
     return header, rows
+
+
+EVAL_COLUMNS = ["eval_protocol", "eval_best_clean_acc", "eval_best_robust_acc", "eval_last_clean_acc",
+                "eval_last_robust_acc", "eval_flags"]
+
+
+def _eval_columns(study_eval: dict | None, name: str, run: Path) -> dict:
+    """The figures of ``robustlab eval STUDY_DIR`` for one trial (study_eval.json names its files)."""
+    if not study_eval:
+        return {}
+    row = {c: None for c in EVAL_COLUMNS}
+    row["eval_protocol"] = study_eval.get("protocol")
+    flags = set()
+    for which, rel in study_eval.get("files", {}).get(name, {}).items():
+        if (run / rel).is_file():
+            res = read_json(run / rel)
+            row[f"eval_{which}_clean_acc"], row[f"eval_{which}_robust_acc"] = res["clean_acc"], res["robust_acc"]
+            flags |= {f"{which}:{f['check']}" for f in res.get("sanity", []) if not f["passed"]}
+    row["eval_flags"] = " ".join(sorted(flags))
+    return row
 
 
 def write_study_table(study_dir: Path) -> Path:
