@@ -9,6 +9,7 @@ Pass counts per batch of B images (F = forward, Bw = backward through the networ
     through the second (~ +2Bw): about 3x; LLR similar (one gradient with create_graph, one more
     forward); CURE two input gradients with a double backward.
 Usage: python benchmarks/bench_method_cost.py [--batches 8] [--rounds 3] [--models wong_mnist small_cnn]
+       [--methods FGSM FGSM+ELLE ...] [--no-keep-heap]
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ METHODS = {
 }
 
 
-def epoch_runner(model: str, method: dict, batches: int, batch: int):
+def epoch_runner(model: str, method: dict, batches: int, batch: int, keep_heap: bool = True):
     cfg = config_from_dict({"data": {"name": "mnist5k", "val_size": 0, "batch_size": batch}, "model": {"name": model},
-                            "method": {"eps": 0.1, **method}, "train": {"epochs": 1, "progress": "none"},
+                            "method": {"eps": 0.1, **method},
+                            "train": {"epochs": 1, "progress": "none", "cpu_keep_heap": keep_heap},
                             "monitor": {"diagnostics": 0}})
     t = Trainer(cfg, "/nonexistent")
     t._build()
@@ -54,12 +56,15 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), help=f"a subset of: {', '.join(METHODS)}")
+    ap.add_argument("--no-keep-heap", action="store_true", help="glibc's default allocator behaviour (train.cpu_keep_heap=false)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"| model | method | seconds per {args.batches} batches | relative to FGSM |")
     print("|---|---|---|---|")
     for model in args.models:
-        runners = {k: epoch_runner(model, m, args.batches, args.batch) for k, m in METHODS.items()}
+        runners = {k: epoch_runner(model, METHODS[k], args.batches, args.batch, not args.no_keep_heap)
+                   for k in ["FGSM"] + [m for m in args.methods if m != "FGSM"]}
         for run in runners.values():
             run()  # warm-up
         times = {k: [] for k in runners}

@@ -126,14 +126,16 @@ def test_evaluate_counts_clean_errors_as_non_robust():
     assert not (res["PGD-3-1"]["robust"] & ~res["clean_correct"]).any()
 
 
-def test_cross_check_with_torchattacks_pgd():
+@pytest.mark.parametrize("norm,eps,alpha", [("linf", 0.15, 0.02), ("l2", 1.0, 0.2)])
+def test_cross_check_with_torchattacks_pgd(norm, eps, alpha):
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = trained_synthetic_model()
-    eps, alpha, steps = 0.15, 0.02, 20
-    ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    steps = 20
+    attack = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+    ta = attack(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     torch.manual_seed(0)
     ta_acc = (model(ta(x, y)).argmax(1) == y).float().mean().item()
-    res = evaluate(model, x, y, [AttackSpec("pgd", eps, alpha, steps, 1)], batch_size=256)
+    res = evaluate(model, x, y, [AttackSpec("pgd", eps, alpha, steps, 1, norm)], batch_size=256)
     ours = res[f"PGD-{steps}-1"]["robust_acc"]
     assert ta_acc < 0.9  # the comparison is meaningful: the attack does something
     assert ours <= ta_acc + 0.005

@@ -1,0 +1,59 @@
+"""Wall time of robustlab's PGD-50-10 and of the standard AutoAttack per 1,000 points (issue 5).
+
+The cost of an evaluation depends on how robust the model is (fooled points stop being attacked), so this
+measures the expensive end: a freshly initialised model, labels set to its own clean predictions (clean
+accuracy 100 %) and a small eps (0.5/255) at which almost no point is fooled, so nearly every attack runs to
+its full length on nearly every point. A robust model of the same architecture costs about this much; a
+weaker one less. Each figure is measured on --points points and scaled to 1,000 (the work is per point).
+
+Usage: python benchmarks/bench_eval_wall.py [--models small_cnn preact_resnet18] [--points 20 10]
+       [--attacks pgd autoattack] [--threads 2] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from robustlab.config import ModelConfig
+from robustlab.eval.cascade import PGDStage, autoattack_stages, run_cascade
+from robustlab.eval.robust import AttackSpec
+from robustlab.models import build_model
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["small_cnn", "preact_resnet18"])
+    ap.add_argument("--points", nargs="+", type=int, default=[20, 10], help="points per model (same order)")
+    ap.add_argument("--attacks", nargs="+", default=["pgd", "autoattack"], choices=["pgd", "autoattack"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--eps", type=float, default=0.5 / 255)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print("| model | attack | points | robust after | seconds | seconds per 1,000 points |")
+    print("|---|---|---|---|---|---|")
+    for name, n in zip(args.models, args.points):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name=name), (3, 32, 32), 10, (0.5,) * 3, (0.25,) * 3).to(device).eval()
+        x = torch.rand(n, 3, 32, 32, device=device)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        for attack in args.attacks:
+            stages = ([PGDStage(AttackSpec("pgd", args.eps, None, 50, 10))] if attack == "pgd"
+                      else autoattack_stages(args.eps, "linf"))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            res = run_cascade(model, x, y, stages)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            label = "PGD-50-10" if attack == "pgd" else "AutoAttack (standard)"
+            print(f"| {name} | {label} | {n} | {res['robust_acc']:.2f} | {dt:.1f} | {dt / n * 1000:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
