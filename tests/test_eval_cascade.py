@@ -42,6 +42,12 @@ def test_cascade_worst_case_and_resume(tmp_path):
     assert total_chunks == sum(-(-int(n) // 32) for n in [full["clean"].sum(), (full["clean"] & ~first).sum()])
     with pytest.raises(StateMismatch):
         run_cascade(model, x, y, stages(eps=0.2), tmp_path / "b.json", chunk=32)
+    model.train()            # attacks run in eval mode and hand the model back as they found it
+    try:
+        in_train = run_cascade(model, x, y, stages(), chunk=32)
+        assert all(m.training for m in model.modules()) and torch.equal(in_train["robust"], full["robust"])
+    finally:
+        model.eval()
 
 
 class Quantize(nn.Module):

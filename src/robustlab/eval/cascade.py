@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from robustlab.attacks.modes import attack_mode
 from robustlab.engine.io import read_json, write_json
 from robustlab.eval.robust import EVAL_SEED, AttackSpec, build_eval_attack, predict
 
@@ -82,11 +83,12 @@ class AutoAttackStage:
         adversary = AutoAttack(model, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps,
                                version="standard", seed=self.seed, device=x.device)
         adversary.attacks_to_run = [self.component]   # the standard version's parameters, one component
-        with torch.no_grad():
+        with torch.no_grad(), attack_mode(model, "eval"):
             classes = model(x[:1]).shape[1]
         if classes - 1 < adversary.apgd_targeted.n_target_classes:   # fewer than 10 classes: all other classes
             adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = classes - 1
-        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        with attack_mode(model, "eval"):   # the reference code calls the model as it finds it
+            _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))
         return y_adv.to(y.device) != y
 
 
@@ -107,9 +109,8 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
                 log: Callable[[str], None] = lambda s: None, after_chunk: Callable[[], None] | None = None) -> dict:
     """Run ``stages`` in order, each on the still-robust points, persisting flags after every chunk.
 
-    Returns {"n", "clean_acc", "robust_acc", "stages": [{"name", "robust_acc", "fooled", "seconds"}],
+    Every stage runs the model in eval mode and restores its flags. Returns {"n", "clean_acc", "robust_acc", "stages": [{"name", "robust_acc", "fooled", "seconds"}],
     "clean": bool[n], "robust": bool[n], "fooled_by": {stage: bool[n]}}."""
-    model.eval()
     key = {**(key or {}), "n": len(y), "stages": [s.describe() for s in stages]}
     path = Path(state_path) if state_path else None
     state = read_json(path) if path is not None and path.is_file() else None
