@@ -55,7 +55,7 @@ def keep_cpu_heap() -> bool:
     """Ask glibc malloc to serve large blocks (up to 1 GiB) from the heap and not to return freed memory
     to the system: activation buffers freed after a step are then reused by the next one instead of being
     unmapped and page-faulted back in. This was the gap between pass counts and the clock for methods with
-    big batches of activations (ELLE's 3B triplet on the small CNN: 3.5x -> 2.6x FGSM-AT, benchmarks/RESULTS.md
+    big batches of activations (ELLE's 3B triplet on the small CNN: 3.6x -> 3.0x FGSM-AT, 2.6x fused; RESULTS.md
     section 4). The price: the process keeps its peak memory. Linux/glibc only; True if applied."""
     if not sys.platform.startswith("linux"):
         return False
