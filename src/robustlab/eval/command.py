@@ -54,7 +54,8 @@ def run_eval(args, log=lambda s: None) -> dict:
     for name in ("steps", "restarts", "n", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: got {getattr(args, name)}; must be >= 1")
-    if getattr(args, "sanity", 0) < 0:
+    sanity_n = getattr(args, "sanity", 0)
+    if sanity_n < 0:
         raise ConfigError(f"--sanity: got {args.sanity}; must be >= 0 (0: skip the checks)")
     eps = parse_number(args.eps, "--eps") if args.eps is not None else cfg.method.eps
     if eps <= 0:
@@ -71,8 +72,8 @@ def run_eval(args, log=lambda s: None) -> dict:
     model.eval()
     n = min(args.n, len(data.test))
     x, y = to_float(data.test.x[:n].to(device)), data.test.y[:n].to(device)
-    protocol = "+".join(["AutoAttack" if isinstance(st, AutoAttackStage) else st.name for st in stages])
-    protocol = protocol.replace("+".join(["AutoAttack"] * 4), "AutoAttack")
+    with_aa = any(isinstance(st, AutoAttackStage) for st in stages)
+    protocol = "+".join([st.name for st in stages if isinstance(st, PGDStage)] + (["AutoAttack"] * with_aa))
     threat = "Linf" if spec.norm == "linf" else "L2"
     if args.out:
         dest = Path(args.out)
@@ -88,16 +89,15 @@ def run_eval(args, log=lambda s: None) -> dict:
            "attack": spec.to_dict() if any(isinstance(st, PGDStage) for st in stages) else None,
            "n_examples": n, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
            "stages": res["stages"], "precision": args.precision, "device": str(device)}
-    if "autoattack" in args.attack:
+    if with_aa:
         # the AutoAttack number alone is only defined when AutoAttack saw every clean-correct point
         out["autoattack_acc"] = res["robust_acc"] if args.attack == "autoattack" else None
         out["autoattack_note"] = ("standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack) on the points "
                                   + ("still robust after PGD: robust_acc is the worst case over both"
                                      if args.attack == "pgd+autoattack" else "correctly classified clean"))
     out["seconds"] = time.perf_counter() - t0
-    flags = sanity_checks(model, x, y, eps, spec.norm, n=args.sanity, batch_size=args.batch_size, cascade=res) \
-        if getattr(args, "sanity", 0) else []
-    out["sanity"] = flags
+    out["sanity"] = sanity_checks(model, x, y, eps, spec.norm, n=sanity_n, batch_size=args.batch_size,
+                                  cascade=res) if sanity_n else []
     out["sanity_seconds"] = time.perf_counter() - t0 - out["seconds"]
     out["written_to"] = str(dest)
     write_json(dest, out)
