@@ -100,7 +100,9 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     for r in done:
         assert 0 <= float(r["eval_last_robust_acc"]) <= float(r["eval_last_clean_acc"]) <= 1
         assert r["eval_best_robust_acc"] != ""
-    assert "eval_best_robust_acc" in (tmp_path / "s" / "report" / "report.md").read_text()
+    report_md = (tmp_path / "s" / "report" / "report.md").read_text()
+    assert "eval_best_robust_acc" in report_md and "(eval.png)" in report_md
+    assert (tmp_path / "s" / "report" / "eval.png").stat().st_size > 5000
 
 
 def _comparable(rows):

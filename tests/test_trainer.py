@@ -163,6 +163,30 @@ def test_eval_cli_writes_json(tmp_path, tiny_cfg):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
 
 
+@pytest.mark.parametrize("norm,eps", [("linf", "25/255"), ("l2", "0.4")])
+def test_eval_cli_autoattack_end_to_end(tmp_path, tiny_cfg, norm, eps):
+    """`robustlab eval RUN --attack autoattack` on a trained run: the four standard components in order, each on
+    the survivors of the last, RobustBench's vocabulary, and never weaker than PGD on the same points."""
+    pytest.importorskip("pyautoattack")
+    train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    common = [sys.executable, "-m", "robustlab", "eval", str(tmp_path / "run"), "--norm", norm, "--eps", eps, "--n", "48"]
+    aa = subprocess.run(common + ["--attack", "autoattack", "--sanity", "24", "--out", str(tmp_path / "aa.json")],
+                        capture_output=True, text=True)
+    assert aa.returncode == 0, aa.stderr
+    pgd = subprocess.run(common + ["--attack", "pgd", "--steps", "10", "--restarts", "1", "--sanity", "0",
+                                   "--out", str(tmp_path / "pgd.json")], capture_output=True, text=True)
+    assert pgd.returncode == 0, pgd.stderr
+    res, ref = json.loads((tmp_path / "aa.json").read_text()), json.loads((tmp_path / "pgd.json").read_text())
+    assert res["protocol"] == "AutoAttack" and res["threat_model"] == {"linf": "Linf", "l2": "L2"}[norm]
+    assert res["eps"] == eps and res["n_examples"] == 48 and res["autoattack_acc"] == res["robust_acc"]
+    assert [s["name"] for s in res["stages"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert res["clean_acc"] == ref["clean_acc"] and res["robust_acc"] <= ref["robust_acc"]
+    clean_correct = round(res["clean_acc"] * 48)
+    assert clean_correct - sum(s["fooled"] for s in res["stages"]) == round(res["robust_acc"] * 48)
+    assert res["robust_acc"] < res["clean_acc"]       # eps this large fools some points of a tiny model
+    assert "black_box_beats_white_box" in {f["check"] for f in res["sanity"]}
+
+
 def test_checkpoint_loading_refuses_code(tmp_path):
     class Evil:
         def __reduce__(self):

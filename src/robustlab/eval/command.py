@@ -27,10 +27,11 @@ def resolve_checkpoint(path: Path, which: str) -> Path:
     return path
 
 
-def fraction_text(x: float) -> str:
-    """8/255-style text when x is a whole number of 255ths, else the number."""
+def eps_text(x: float, norm: str) -> str:
+    """eps as RobustBench writes it: L-inf radii that are a whole number of 255ths as "8/255", anything else
+    (every L2 radius, e.g. 0.5) as the number."""
     k = x * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and k >= 1 else f"{x:g}"
+    return f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 and k >= 1 else f"{x:g}"
 
 
 def build_stages(args, spec: AttackSpec) -> list:
@@ -85,7 +86,7 @@ def run_eval(args, log=lambda s: None) -> dict:
     res = run_cascade(model, x, y, stages, dest.with_suffix(".state.json"), key, chunk=args.batch_size,
                       batch_size=args.batch_size, autocast=autocast_factory(args.precision, device), log=log)
     out = {"checkpoint": str(ckpt_path), "epoch": ckpt.get("epoch"), "dataset": cfg.data.name,
-           "model": cfg.model.name, "threat_model": threat, "eps": fraction_text(eps), "protocol": protocol,
+           "model": cfg.model.name, "threat_model": threat, "eps": eps_text(eps, spec.norm), "protocol": protocol,
            "attack": spec.to_dict() if any(isinstance(st, PGDStage) for st in stages) else None,
            "n_examples": n, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
            "stages": res["stages"], "precision": args.precision, "device": str(device)}

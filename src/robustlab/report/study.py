@@ -1,5 +1,6 @@
 """The study report: table, per-group curves, final metric against each swept numeric key (mean and
-min-max over seeds), and a heatmap when two numeric keys are swept.
+min-max over seeds), a heatmap when two numeric keys are swept, and, after ``robustlab eval STUDY_DIR``, the
+evaluation's clean and robust accuracy of every group's best and last checkpoints.
 
 Groups: trials that differ only in ``seed`` and in the numeric keys on the x-axis are one group (one
 line), labelled by their ``label`` (if the study gives one) or their other varying keys.
@@ -109,6 +110,41 @@ def plot_heatmap(rows, keys, kx, ky, out_png: Path) -> None:
     plt.close(fig)
 
 
+def plot_eval_summary(rows, keys, protocol: str, out_png: Path) -> bool:
+    """``robustlab eval STUDY_DIR``'s figures per group (mean over seeds, whiskers min-max): clean and robust
+    accuracy of the best and the last checkpoint under one protocol, with the training monitor's last-epoch PGD
+    accuracy as a marker. Best above last shows robust overfitting; the marker above the last robust bar shows
+    how much the monitor's weaker attack overestimated. Returns False (and draws nothing) without eval figures."""
+    groups: dict[str, list] = {}
+    for r in rows:
+        if r.get("eval_best_robust_acc") is not None or r.get("eval_last_robust_acc") is not None:
+            groups.setdefault(group_label(r, keys, set()), []).append(r)
+    if not groups:
+        return False
+    plt = _plt()
+    bars = [("eval_best_clean_acc", "best: clean", "#9ecae1"), ("eval_best_robust_acc", "best: robust", "#3182bd"),
+            ("eval_last_clean_acc", "last: clean", "#fdae6b"), ("eval_last_robust_acc", "last: robust", "#e6550d")]
+    height = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.66 * len(groups)))
+    labels = list(groups)
+    for i, (col, name, color) in enumerate(bars):
+        stats = [_agg([r.get(col) for r in groups[g]]) for g in labels]
+        ys = [k + (i - (len(bars) - 1) / 2) * height for k in range(len(labels))]
+        means = [s[0] for s in stats]
+        err = [[m - s[1] for m, s in zip(means, stats)], [s[2] - m for m, s in zip(means, stats)]]
+        ax.barh(ys, means, height=height, color=color, label=name, xerr=err, error_kw={"elinewidth": 0.8})
+    mon = [_agg([r.get("test_pgd_acc") for r in groups[g]])[0] for g in labels]
+    ax.plot(mon, [k + 1.5 * height for k in range(len(labels))], "kx", label="monitor PGD (last epoch)")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="accuracy", title=f"robustlab eval: {protocol} (mean over seeds, whiskers min-max)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def write_study_report(study_dir: str | Path) -> Path:
     from robustlab.engine.io import read_json
 
@@ -127,6 +163,9 @@ def write_study_report(study_dir: str | Path) -> Path:
     if len(num) == 2:
         plot_heatmap(rows, keys, num[0], num[1], out / "heatmap.png")
         extra.append((f"Heatmap: {num[0]} x {num[1]}", "heatmap.png"))
+    protocol = next((r["eval_protocol"] for r in rows if r.get("eval_protocol")), None)
+    if protocol and plot_eval_summary(rows, keys, protocol, out / "eval.png"):
+        extra.append((f"Evaluation ({protocol}): best and last checkpoints", "eval.png"))
     groups: dict[str, list[Path]] = {}
     for r in rows:
         if (trial_dir(study_dir, r["trial"]) / "metrics.jsonl").is_file():
