@@ -105,6 +105,16 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     assert (tmp_path / "s" / "report" / "eval.png").stat().st_size > 5000
 
 
+def test_diverged_trial_is_done_and_not_rerun(tmp_path):
+    raw = tiny_study(list=[{"optim.lr": 0.05}, {"optim.lr": 1.0e+30}])
+    first = run_sweep(expand_study(raw), tmp_path / "s", log=lambda s: None)
+    assert (first["finished"], first["diverged"], first["failed"], first["other"]) == (1, 1, 0, 0)
+    logs = []
+    again = run_sweep(expand_study(raw), tmp_path / "s", log=logs.append)
+    assert again["outcomes"] == [] and again["diverged"] == 1 and "0 to run" in logs[0]
+    assert "1 diverged" in logs[-1]
+
+
 def _comparable(rows):
     return [{k: v for k, v in r.items() if k not in ("seconds", "eval_seconds")} for r in rows]
 

@@ -15,7 +15,7 @@ from robustlab.config import ConfigError
 from robustlab.engine.io import read_json, write_json
 from robustlab.sweep.study import Study, Trial, expand_study, load_study
 from robustlab.sweep.table import study_rows, write_study_table
-from robustlab.sweep.trial import run_trial, trial_dir, trial_status
+from robustlab.sweep.trial import DONE, run_trial, trial_dir, trial_status
 
 BACKENDS = ("local", "ray")
 
@@ -54,7 +54,9 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
         raise ConfigError(f"--workers: got {workers}; must be >= 1")
     prepare_study_dir(study, out)
     # the most expensive trials first (attack steps x epochs), so that workers finish together
-    todo = sorted((t for t in study.trials if trial_status(out, t.name) != "finished"), key=lambda t: -trial_cost(t.config))
+    # finished and diverged trials are done (a diverged run would replay its last epoch and diverge again);
+    # failed, interrupted and pending ones run
+    todo = sorted((t for t in study.trials if trial_status(out, t.name) not in DONE), key=lambda t: -trial_cost(t.config))
     log(f"robustlab sweep {study.name}: {len(study.trials)} trials, {len(study.trials) - len(todo)} finished, "
         f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}")
     t0 = time.perf_counter()
@@ -70,10 +72,12 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     report = write_study_report(out)
     statuses = [trial_status(out, t.name) for t in study.trials]
     summary = {"study": study.name, "folder": str(out), "trials": len(study.trials),
-               "finished": statuses.count("finished"), "failed": statuses.count("failed"),
-               "other": len(statuses) - statuses.count("finished") - statuses.count("failed"),
+               "finished": statuses.count("finished"), "diverged": statuses.count("diverged"),
+               "failed": statuses.count("failed"),
+               "other": sum(s not in ("finished", "diverged", "failed") for s in statuses),
                "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes}
-    log(f"{summary['finished']}/{summary['trials']} finished, {summary['failed']} failed, {summary['other']} not done; "
+    log(f"{summary['finished']}/{summary['trials']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
+        f"{summary['other']} not done; "
         f"table {out / 'table.csv'}; report {summary['report']}")
     return summary
 

@@ -17,6 +17,9 @@ def trial_dir(study_dir: Path, name: str) -> Path:
     return Path(study_dir) / "trials" / name
 
 
+DONE = ("finished", "diverged")   # statuses a rerun of the study leaves alone
+
+
 def trial_status(study_dir: Path, name: str) -> str:
     res = trial_dir(study_dir, name) / "results.json"
     if not res.is_file():
@@ -38,8 +41,8 @@ def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | Non
     with claim(study_dir / ".locks", name) as mine:
         if not mine:
             return {"name": name, "status": "claimed", "seconds": 0.0}
-        if trial_status(study_dir, name) == "finished":
-            return {"name": name, "status": "finished", "seconds": 0.0, "skipped": True}
+        if (status := trial_status(study_dir, name)) in DONE:
+            return {"name": name, "status": status, "seconds": 0.0, "skipped": True}
         if threads:
             config = {**config, "train": {**config.get("train", {}), "threads": config.get("train", {}).get("threads") or threads}}
         run.mkdir(parents=True, exist_ok=True)
