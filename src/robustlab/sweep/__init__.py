@@ -57,7 +57,7 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     # finished and diverged trials are done (a diverged run would replay its last epoch and diverge again);
     # failed, interrupted and pending ones run
     todo = sorted((t for t in study.trials if trial_status(out, t.name) not in DONE), key=lambda t: -trial_cost(t.config))
-    log(f"robustlab sweep {study.name}: {len(study.trials)} trials, {len(study.trials) - len(todo)} finished, "
+    log(f"robustlab sweep {study.name}: {len(study.trials)} trials, {len(study.trials) - len(todo)} done (finished or diverged), "
         f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}")
     t0 = time.perf_counter()
     if todo:

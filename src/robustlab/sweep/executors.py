@@ -23,7 +23,7 @@ from robustlab.sweep.study import Study, Trial
 
 def describe_outcome(o: dict) -> str:
     if o.get("skipped"):
-        return f"  {o['name']}: finished already"
+        return f"  {o['name']}: {o['status']} already"
     if o["status"] == "claimed":
         return f"  {o['name']}: claimed by another live process; left to it"
     return f"  {o['name']}: {o['status']} ({o['seconds']:.0f} s)" + (f": {o['message']}" if o.get("message") else "")
