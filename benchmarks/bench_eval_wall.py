@@ -69,7 +69,9 @@ def main():
 
 
 def bench_run(args) -> None:
-    """`robustlab eval` of a trained run: per attack, total and per-stage seconds, scaled to 1,000 points."""
+    """`robustlab eval` of a trained run (the CLI's defaults: best checkpoint, PGD-50-10): per attack, total and
+    per-stage seconds, scaled to 1,000 points."""
+    from robustlab.cli import build_parser
     from robustlab.eval.command import run_eval
 
     n = args.points[0]
@@ -77,9 +79,8 @@ def bench_run(args) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for attack in args.attacks:
         with tempfile.TemporaryDirectory() as tmp:
-            ev = argparse.Namespace(path=args.run, checkpoint="best", attack=attack, sanity=args.sanity, norm=None,
-                                    eps=None, alpha=None, steps=50, restarts=10, n=n, batch_size=500,
-                                    precision="fp32", device=args.device, out=str(Path(tmp) / "e.json"))
+            ev = build_parser().parse_args(["eval", args.run, "--attack", attack, "--n", str(n), "--sanity",
+                                            str(args.sanity), "--device", args.device, "--out", str(Path(tmp) / "e.json")])
             res = run_eval(ev)
         stages = ", ".join(f"{s['name']} {s['fooled']}, {s['seconds']:.0f}" for s in res["stages"])
         print(f"| {Path(args.run).name} | {res['protocol']} | {res['n_examples']} | {res['clean_acc']:.3f} | "
