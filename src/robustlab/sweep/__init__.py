@@ -74,7 +74,7 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     summary = {"study": study.name, "folder": str(out), "trials": len(study.trials),
                "finished": statuses.count("finished"), "diverged": statuses.count("diverged"),
                "failed": statuses.count("failed"),
-               "other": sum(s not in ("finished", "diverged", "failed") for s in statuses),
+               "other": sum(s not in (*DONE, "failed") for s in statuses),
                "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes}
     log(f"{summary['finished']}/{summary['trials']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
         f"{summary['other']} not done; "
