@@ -42,7 +42,7 @@ def epoch_runner(model: str, method: dict, batches: int, batch: int, keep_heap: 
     cfg = config_from_dict({"data": {"name": "mnist5k", "val_size": 0, "batch_size": batch}, "model": {"name": model},
                             "method": {"eps": 0.1, **method},
                             "train": {"epochs": 1, "progress": "none", "cpu_keep_heap": keep_heap},
-                            "monitor": {"diagnostics": 0}})
+                            "monitor": {"diagnostics": []}})
     t = Trainer(cfg, "/nonexistent")
     t._build()
     t.loader.x, t.loader.y = t.loader.x[:batches * batch], t.loader.y[:batches * batch]

@@ -155,13 +155,18 @@ def test_gat_attack_reach_box_and_loss_hook():
     from robustlab.attacks import GATAttack
     model, x, y = trained_synthetic_model()
     atk = GATAttack(model, 0.05, generator=torch.Generator().manual_seed(0))
+    settings = dict(vars(atk))
     x_adv = atk(x, y)
     d = (x_adv - x).abs().flatten(1).amax(1)
     assert x_adv.min() >= 0 and x_adv.max() <= 1 and d.max() <= 0.1 + 1e-6
     inner = (x > 0.1) & (x < 0.9)                  # away from the box the step is +-eps on top of +-eps
     steps = (x_adv - x)[inner].abs()
     assert torch.all((steps < 1e-6) | ((steps - 0.1).abs() < 1e-6))
-    assert atk._p_clean is None
+    assert vars(atk) == settings          # re-entrant: a call leaves no state on the attack object
+    with torch.no_grad():
+        p_clean = torch.softmax(model(x).float(), 1)
+    again = GATAttack(model, 0.05, generator=torch.Generator().manual_seed(0))(x, y, ref=p_clean)
+    assert torch.equal(again, x_adv)      # the clean probabilities are the call's ref
 
 
 def test_early_stop_when_most_points_fall_at_the_random_start():

@@ -17,7 +17,7 @@ def test_fraction_and_numbers():
 
 
 def test_eps_fraction_in_config_and_override():
-    cfg = config_from_dict({"method": {"eps": "8/255"}}, ["optim.lr=0.05", "method.alpha=2/255"])
+    cfg = config_from_dict({"method": {"name": "pgd", "eps": "8/255"}}, ["optim.lr=0.05", "method.alpha=2/255"])
     assert cfg.method.eps == pytest.approx(8 / 255)
     assert cfg.method.alpha == pytest.approx(2 / 255)
     assert cfg.optim.lr == 0.05
@@ -37,7 +37,7 @@ def test_eps_fraction_in_config_and_override():
     ({"data": {"name": "imagenet21k"}}, [], "data.name: got 'imagenet21k'"),
     ({"method": {"name": "pgd", "eps": 0}}, [], "needs eps > 0"),
     ({"train": {"precision": "fp16", "device": "cpu"}}, [], "fp16 with gradient scaling needs CUDA"),
-    ({"optim": {"milestones": [10, 5]}}, [], "must be increasing"),
+    ({"optim": {"schedule": {"name": "multistep", "milestones": [10, 5]}}}, [], "optim.schedule.milestones: got [10.0, 5.0]; must be increasing"),
     ({}, ["optim.lr"], "expected KEY=VALUE"),
     ({}, ["optim.lr.x=1"], "optim.lr: got {'x': 1}; expected a number"),
     ({"optim": {"lr": 0.1}}, ["optim.lr.x=1"], "optim.lr: is a value"),
@@ -52,7 +52,8 @@ def test_config_errors_name_key_and_allowed(raw, overrides, needle):
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = config_from_dict({"method": {"name": "pgd", "eps": "8/255", "steps": 7}, "optim": {"milestones": [5, 8]}})
+    cfg = config_from_dict({"method": {"name": "pgd", "eps": "8/255", "steps": 7},
+                            "optim": {"schedule": {"name": "multistep", "milestones": [5, 8]}}})
     p = tmp_path / "c.yaml"
     p.write_text(cfg.to_yaml())
     assert load_config(p).to_dict() == cfg.to_dict()

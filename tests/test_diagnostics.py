@@ -7,7 +7,7 @@ from robustlab.diagnostics import co_fires
 from robustlab.diagnostics.linearity import linearity_diagnostics
 from robustlab.engine import train
 from robustlab.engine import trainer as trainer_module
-from robustlab.engine.io import load_torch, read_jsonl
+from robustlab.core.io import load_torch, read_jsonl
 
 
 def test_live_co_rule():

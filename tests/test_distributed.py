@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from robustlab.engine.io import read_jsonl
+from robustlab.core.io import read_jsonl
 
 CFG = {"seed": 0, "data": {"name": "mnist5k", "val_size": 200, "batch_size": 128},
        "model": {"name": "wong_mnist"},              # no BatchNorm: batch slices do not change the math

@@ -5,7 +5,7 @@ from torch import nn
 
 from helpers import trained_synthetic_model
 from robustlab.eval.cascade import PGDStage, StateMismatch, run_cascade
-from robustlab.eval.robust import AttackSpec
+from robustlab.attacks.accuracy import AttackSpec
 from robustlab.eval.sanity import sanity_checks
 
 

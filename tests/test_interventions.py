@@ -7,7 +7,7 @@ from robustlab.config import ConfigError, config_from_dict
 from robustlab.data import ImageSet, build_data
 from robustlab.data.inject import carrier_basis, class_carriers, inject_carriers
 from robustlab.data.labels import symmetric_noise
-from robustlab.engine.io import load_torch
+from robustlab.core.io import load_torch
 from robustlab.models.normalize import DCTLowPass, dct_matrix
 
 

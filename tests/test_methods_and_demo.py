@@ -3,6 +3,7 @@ import torch
 
 from helpers import trained_synthetic_model
 from robustlab.config import config_from_dict
+from robustlab.core.context import BuildContext
 from robustlab.data.loader import Batch
 from robustlab.demo import demo_study_raw, run_demo
 from robustlab.sweep import expand_study
@@ -11,7 +12,8 @@ from robustlab.methods import METHODS, build_method
 
 
 def method(**kw):
-    return build_method(config_from_dict({"method": kw}).method, torch.Generator().manual_seed(0))
+    cfg = config_from_dict({"method": kw}).method
+    return build_method(cfg, BuildContext.standalone(generator=torch.Generator().manual_seed(0), eps=cfg.eps, norm=cfg.norm))
 
 
 def test_registry_names():
@@ -31,7 +33,7 @@ def test_prepare_then_loss_uses_attack_points_and_ramped_eps():
     model, x, y = trained_synthetic_model()
     batch = Batch(x[:32], y[:32], torch.arange(32))
     m = method(name="fgsm", eps=0.1, eps_ramp_epochs=2)
-    ctx = m.prepare(model, batch, epoch=1.0)   # half-way through the ramp: eps 0.05
+    ctx = m.prepare(model, batch, progress=1.0)   # half-way through the ramp: eps 0.05
     assert ctx["eps"] == pytest.approx(0.05)
     assert (ctx["x_train"] - batch.x).abs().max() <= 0.05 + 1e-6
     out = m.loss(model, batch, ctx)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustlab.methods.regularizers import (OnOffWeight, cure_term, elle_lambda, elle_residual, gradalign_lambda,
-                                            gradalign_term, input_grad, llr_residual)
+from robustlab.functional import cure_term, elle_residual, gradalign_term, input_grad, llr_residual
+from robustlab.methods.regularizers import OnOffWeight, elle_lambda, gradalign_lambda
 
 torch.manual_seed(0)
 D, B = 6, 5
@@ -116,7 +116,7 @@ def test_regularizer_config_errors():
         config_from_dict({"method": {"eps": "8/255", "regularizers": [{"name": "llr"}]}})
     cfg = config_from_dict({"method": {"eps": "8/255", "regularizers": [{"name": "llr", "mean_grad_quirk": True}]}})
     assert cfg.method.regularizers[0].mean_grad_quirk
-    with pytest.raises(ConfigError, match="allowed: elle, elle_a, gradalign, llr, cure"):
+    with pytest.raises(ConfigError, match=r"regularizers\[nope\]\.name: got .nope.; allowed: cure, elle, elle_a, gradalign, llr"):
         config_from_dict({"method": {"regularizers": [{"name": "nope"}]}})
 
 
@@ -126,14 +126,17 @@ def test_fused_elle_forward_equals_two_passes_without_batchnorm(name):
     two-pass form for a model without BatchNorm; with BatchNorm (train mode) the statistics differ."""
     from robustlab.config import config_from_dict
     from robustlab.data.loader import Batch
+    from robustlab.core.context import BuildContext
     from robustlab.methods import build_method
     from helpers import BNNet
 
     def run(fuse, model, passes=1):
         cfg = config_from_dict({"method": {"name": "fgsm", "eps": 0.1, "regularizers": [
             {"name": name, "weight": 50.0, "fuse_forward": fuse, "triplet_passes": passes}]}})
-        method = build_method(cfg.method, torch.Generator().manual_seed(3))
-        method.regularizers[0].onoff and setattr(method.regularizers[0].onoff, "lam", torch.tensor(50.0))
+        method = build_method(cfg.method, BuildContext.standalone(generator=torch.Generator().manual_seed(3), eps=0.1))
+        weight = method.regularizers[0].weight
+        if hasattr(weight, "lam_max"):                  # ELLE-A: switch the on/off weight on
+            weight.lam = torch.tensor(50.0)
         g = torch.Generator().manual_seed(1)
         x, y = torch.rand(16, 1, 8, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
         batch = Batch(x, y, torch.arange(16))
@@ -164,5 +167,6 @@ def test_fuse_forward_only_for_elle():
         config_from_dict({"method": {"regularizers": [{"name": "elle", "fuse_forward": True, "triplet_passes": 3}]}})
     with pytest.raises(ConfigError, match=r"triplet_passes.*allowed: 1, 3"):
         config_from_dict({"method": {"regularizers": [{"name": "elle", "triplet_passes": 2}]}})
-    with pytest.raises(ConfigError, match=r"gradalign\]\.fuse_forward.*allowed: elle, elle_a"):
+    with pytest.raises(ConfigError, match=r"gradalign\]\.fuse_forward: unknown key; allowed keys here: name, weight, "
+                                          r"schedule, clip_box"):
         config_from_dict({"method": {"regularizers": [{"name": "gradalign", "fuse_forward": True}]}})

@@ -4,11 +4,24 @@ import pytest
 import torch
 
 from robustlab.config import config_from_dict
-from robustlab.optim import build_optimizer, lr_at, momentum_at, set_hyperparameters
+from robustlab.optim import LR_SCHEDULES, Minimizer, build_optimizer, set_hyperparameters
+
+SCHEDULE_KEYS = {"schedule", "peak_at", "cycle_momentum", "milestones", "gamma", "warmup_epochs"}
 
 
 def opt(**kw):
-    return config_from_dict({"optim": kw}).optim
+    """An optimizer config; schedule keys go into its ``schedule`` component."""
+    sched = {("name" if k == "schedule" else k): v for k, v in kw.items() if k in SCHEDULE_KEYS}
+    rest = {k: v for k, v in kw.items() if k not in SCHEDULE_KEYS}
+    return config_from_dict({"optim": {**rest, **({"schedule": sched} if sched else {})}}).optim
+
+
+def lr_at(c, t, total, per):
+    return LR_SCHEDULES.build(c.schedule).lr_at(c.lr, t, total, per)
+
+
+def momentum_at(c, t, total, per):
+    return LR_SCHEDULES.build(c.schedule).momentum_at(c.lr, t, total, per)
 
 
 def test_cyclic_triangle():
@@ -45,7 +58,7 @@ def test_cyclic_momentum_and_param_groups():
     assert momentum_at(c, 50, 100, 10) == pytest.approx(0.8)
     assert momentum_at(opt(lr=0.2), 50, 100, 10) is None
     o = build_optimizer(c, [torch.nn.Parameter(torch.zeros(1))])
-    assert set_hyperparameters(o, c, 25, 100, 10) == pytest.approx(0.1)
+    assert set_hyperparameters(o, LR_SCHEDULES.build(c.schedule), c.lr, 25, 100, 10) == pytest.approx(0.1)
     assert o.param_groups[0]["lr"] == pytest.approx(0.1) and o.param_groups[0]["momentum"] == pytest.approx(0.85)
     a = build_optimizer(opt(name="adamw", lr=1e-3, weight_decay=0.01), [torch.nn.Parameter(torch.zeros(1))])
-    assert isinstance(a, torch.optim.AdamW) and a.param_groups[0]["weight_decay"] == 0.01
+    assert isinstance(a, Minimizer) and isinstance(a.base, torch.optim.AdamW) and a.param_groups[0]["weight_decay"] == 0.01

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from robustlab.config import ConfigError
-from robustlab.engine.io import read_jsonl
+from robustlab.core.io import read_jsonl
 from robustlab.sweep import expand_study, load_study, run_sweep
 
 TINY_BASE = {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},

@@ -12,7 +12,7 @@ import yaml
 
 from robustlab.config import ConfigError, config_from_dict
 from robustlab.engine import Trainer, train
-from robustlab.engine.io import load_torch, read_jsonl
+from robustlab.core.io import load_torch, read_jsonl
 from robustlab.methods.adversarial import FGSMTraining
 
 TIMING = {"seconds", "eval_seconds"}

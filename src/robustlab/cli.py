@@ -24,7 +24,10 @@ def _cmd_eval(args) -> int:
     from robustlab.eval.command import run_eval
     from robustlab.eval.study import eval_study, is_study_dir
 
-    if is_study_dir(args.path):
+    if (args.path is None) == (args.model is None):
+        from robustlab.core.errors import ConfigError
+        raise ConfigError("eval: give a run folder, checkpoint or study folder, or --model package.module:builder (not both)")
+    if args.path is not None and is_study_dir(args.path):
         summary = eval_study(args)
         print(f"{args.path}: {len(summary['files'])} trials evaluated ({summary['protocol']}); table.csv and {summary['report']}")
         return 0
@@ -50,7 +53,7 @@ def _cmd_report(args) -> int:
     elif (path / "config.yaml").is_file():
         out = write_run_report(path)
     else:
-        from robustlab.config import ConfigError
+        from robustlab.core.errors import ConfigError
         raise ConfigError(f"{path}: neither a run folder (config.yaml) nor a study folder (study.json)")
     print(out / "report.html")
     return 0
@@ -80,23 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run folder, a checkpoint or every trial of a study (default PGD-50-10, step eps/4)")
-    e.add_argument("path", help="run folder, checkpoint file, or study folder (best and last checkpoint of every trial)")
+    from robustlab.eval.protocols import EVAL_ATTACKS
+    e = sub.add_parser("eval", help="evaluate a run folder, a checkpoint, every trial of a study, or an external model "
+                                    "(default PGD-50-10, step eps/4)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("path", nargs="?", default=None,
+                   help="run folder, checkpoint file, or study folder (best and last checkpoint of every trial); "
+                        "omit with --model")
+    e.add_argument("--model", default=None, help="a model robustlab did not train: package.module:builder "
+                   "(a callable returning an nn.Module that takes [0,1] inputs); needs --data and --eps")
+    e.add_argument("--weights", default=None, help="with --model: a .safetensors file or a torch state dict "
+                   "(read with weights_only=True)")
+    e.add_argument("--data", default=None, help="data set whose test split is attacked (default: the run's own)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
-    e.add_argument("--attack", choices=["pgd", "fgsm", "autoattack", "pgd+autoattack"], default="pgd",
+    e.add_argument("--attack", choices=list(EVAL_ATTACKS), default="pgd",
                    help="autoattack: the standard AutoAttack protocol by the reference code (extra 'autoattack'); "
                         "pgd+autoattack: AutoAttack on the points PGD left robust")
     e.add_argument("--sanity", type=int, default=200, help="points for the sanity checks (0: skip)")
-    e.add_argument("--norm", choices=["linf", "l2"], default=None, help="default: the run's threat model")
+    e.add_argument("--norm", choices=["linf", "l2"], default=None, help="threat model (default: the run's)")
     e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps)")
-    e.add_argument("--alpha", default=None, help="step size (default eps/4)")
-    e.add_argument("--steps", type=int, default=50)
-    e.add_argument("--restarts", type=int, default=10)
+    e.add_argument("--alpha", default=None, help="PGD step size (default eps/4)")
+    e.add_argument("--steps", type=int, default=50, help="PGD iterations")
+    e.add_argument("--restarts", type=int, default=10, help="PGD random restarts (per-sample worst case)")
     e.add_argument("--n", type=int, default=1000, help="number of test points (the first N)")
-    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--batch-size", type=int, default=500, help="points per attack batch (and per resumable chunk)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    e.add_argument("--out", default=None, help="JSON file to write (default: <run>/eval/<name>.json)")
+    e.add_argument("--out", default=None, help="JSON file to write (default: <run>/eval/<name>.json; required with --model)")
     e.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("sweep", help="run a study (grid/list of overrides); rerun to resume")
@@ -120,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from robustlab.config import ConfigError
-    from robustlab.data import DataError
+    from robustlab.core.errors import ConfigError, DataError
 
     args = build_parser().parse_args(argv)
     try:

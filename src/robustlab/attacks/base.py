@@ -15,9 +15,14 @@ on the rest of the batch) a point is frozen at the first iterate that misclassif
 batch, which saves compute and can only make the robust-accuracy verdict stronger than plain PGD's.
 
 Attacks never leave gradients on model parameters (only the input gradient is taken) and restore every
-module's train/eval flag on exit.
+module's train/eval flag on exit. They are re-entrant: an attack object holds settings only; per-call data
+(a reference the loss compares against, such as GAT's clean probabilities or TRADES' clean distribution) is
+passed as ``ref`` and travels with the working set; :meth:`IterativeAttack.bind` returns a copy for another
+model or radius (a training method binds its attack to the current model and ramped eps each batch).
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +50,21 @@ class IterativeAttack:
         self.early_stop = (mode == "eval") if early_stop is None else early_stop
         self.generator = generator
 
+    def bind(self, model: nn.Module | None = None, eps: float | None = None, alpha: float | None = None) -> "IterativeAttack":
+        """A copy of this attack for ``model`` and/or another radius and step (settings otherwise shared)."""
+        out = copy.copy(self)
+        if model is not None:
+            out.model = model
+        if eps is not None:
+            out.eps = float(eps)
+        if alpha is not None:
+            out.alpha = float(alpha)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(eps={self.eps:.5g}, alpha={self.alpha:.5g}, steps={self.steps}, "
+                f"norm={self.threat.name}, random_init={self.random_init:g}, restarts={self.restarts}, mode={self.mode})")
+
     # ---- hooks -------------------------------------------------------------------------------------
     def init_delta(self, x: torch.Tensor) -> torch.Tensor:
         if self.random_init == 0:
@@ -55,8 +75,8 @@ class IterativeAttack:
         """Input transformation before the forward pass (identity; DI overrides it)."""
         return x_adv
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss to ascend (cross-entropy)."""
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample loss to ascend (cross-entropy); ``ref`` is the per-sample reference given to the call."""
         return F.cross_entropy(logits.float(), y, reduction="none")
 
     def ascent_direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:
@@ -71,19 +91,20 @@ class IterativeAttack:
         return delta
 
     # ---- the loop ----------------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.perturb(x, y)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        return self.perturb(x, y, ref)
 
     @torch.no_grad()
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         """Adversarial points (per-sample worst case over restarts)."""
         if self.restarts == 1 and not self.early_stop:
             with attack_mode(self.model, self.mode):
-                return x.detach() + self._run(x.detach(), y.detach())[0]
-        return self.perturb_with_verdict(x, y)[0]
+                return x.detach() + self._run(x.detach(), y.detach(), ref)[0]
+        return self.perturb_with_verdict(x, y, ref)[0]
 
     @torch.no_grad()
-    def perturb_with_verdict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def perturb_with_verdict(self, x: torch.Tensor, y: torch.Tensor,
+                             ref: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(adversarial points, fooled): ``fooled[i]`` says whether the model, in the attack's mode,
         misclassifies the returned point i (established by the forward pass that found it)."""
         x, y = x.detach(), y.detach()
@@ -95,18 +116,18 @@ class IterativeAttack:
                 idx = robust.nonzero().squeeze(1) if self.early_stop else torch.arange(len(x), device=x.device)
                 if len(idx) == 0:
                     break
-                delta, fooled, loss = self._run(x[idx], y[idx], final_check=True)
+                delta, fooled, loss = self._run(x[idx], y[idx], None if ref is None else ref[idx], final_check=True)
                 take = fooled | (robust[idx] & (loss > best_loss[idx]))
                 best[idx[take]] = delta[take]
                 best_loss[idx] = torch.where(take, loss, best_loss[idx])
                 robust[idx[fooled]] = False
             return x + best, ~robust
 
-    def _forward_loss(self, x, delta, y):
+    def _forward_loss(self, x, delta, y, ref):
         logits = self.model(self.transform(x + delta))
-        return logits, self.loss(logits, y)
+        return logits, self.loss(logits, y, ref)
 
-    def _run(self, x, y, final_check: bool = False):
+    def _run(self, x, y, ref=None, final_check: bool = False):
         """One restart. Returns (delta, fooled flags, per-sample loss at the returned point).
 
         The loop works on a working set (``xa, ya, da``; ``active`` maps it to positions in x, None while
@@ -117,12 +138,12 @@ class IterativeAttack:
         delta = self.project(self.init_delta(x), x)
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         loss_out = torch.full((n,), float("inf"), device=x.device)
-        active, xa, ya, da, frozen = None, x, y, delta, None
+        active, xa, ya, ra, da, frozen = None, x, y, ref, delta, None
         state: dict = {}
         for _ in range(self.steps):
             da = da.detach().requires_grad_(True)
             with torch.enable_grad():
-                logits, loss = self._forward_loss(xa, da, ya)
+                logits, loss = self._forward_loss(xa, da, ya, ra)
                 (grad,) = torch.autograd.grad(loss.sum(), da)
             da = da.detach()
             step = self.threat.step(self.ascent_direction(grad, state), self.alpha)
@@ -142,6 +163,7 @@ class IterativeAttack:
                         state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
                                  for k, v in state.items()}
                         active, xa, ya, da, step, frozen = ids[keep], xa[keep], ya[keep], da[keep], step[keep], None
+                        ra = None if ra is None else ra[keep]
                         if len(active) == 0:
                             break
                     else:
@@ -155,7 +177,7 @@ class IterativeAttack:
         if final_check:
             rest = ids if frozen is None else ids[~frozen]
             if len(rest):
-                logits, loss = self._forward_loss(x[rest], delta[rest], y[rest])
+                logits, loss = self._forward_loss(x[rest], delta[rest], y[rest], None if ref is None else ref[rest])
                 fooled[rest] = logits.argmax(1) != y[rest]
                 loss_out[rest] = loss.float()
         return delta, fooled, loss_out

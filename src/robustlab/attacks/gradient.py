@@ -56,27 +56,26 @@ class GATAttack(IterativeAttack):
     r"""The single-step attack of GAT (Sriramanan et al., NeurIPS 2020), as in the ELLE code: init
     :math:`\delta_0 = \pm\varepsilon` per pixel (random sign), one step of eps along the sign of
     :math:`\nabla_\delta [\ell(f(x+\delta), y) + w\lVert p(x) - p(x+\delta)\rVert_2^2]`, no eps-projection (so
-    :math:`\lVert\delta\rVert_\infty` can reach 2 eps), clip to [0,1]. ``w`` = 10."""
+    :math:`\lVert\delta\rVert_\infty` can reach 2 eps), clip to [0,1]. ``w`` = 10. L-inf only (its init is a
+    signed corner of the L-inf ball). The clean probabilities p(x) are the per-call ``ref`` of the loop."""
 
     def __init__(self, model, eps: float = 8 / 255, weight: float = 10.0, *, mode: str = "eval", generator=None):
         super().__init__(model, eps, eps, 1, random_init=1.0, project=False, mode=mode, early_stop=False,
                          generator=generator)
         self.weight = weight
-        self._p_clean: torch.Tensor | None = None
 
     def init_delta(self, x):
         bits = uniform(x.shape, x, self.generator) < 0.5
         return torch.where(bits, self.eps, -self.eps).to(x.dtype)
 
-    def loss(self, logits, y):
+    def loss(self, logits, y, ref=None):
         ce = F.cross_entropy(logits.float(), y, reduction="none")
-        return ce + self.weight * (F.softmax(logits.float(), 1) - self._p_clean).pow(2).sum(1)
+        return ce + self.weight * (F.softmax(logits.float(), 1) - ref).pow(2).sum(1)
 
     @torch.no_grad()
-    def perturb(self, x, y):
-        with attack_mode(self.model, self.mode):
-            self._p_clean = F.softmax(self.model(x).float(), 1)
-        try:
-            return super().perturb(x, y)
-        finally:
-            self._p_clean = None
+    def perturb(self, x, y, ref=None):
+        """``ref`` defaults to the clean probabilities p(x) in the attack's mode."""
+        if ref is None:
+            with attack_mode(self.model, self.mode):
+                ref = F.softmax(self.model(x).float(), 1)
+        return super().perturb(x, y, ref)

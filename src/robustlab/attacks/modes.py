@@ -1,4 +1,5 @@
-"""The one place that switches a model's train/eval mode for an attack, and restores it exactly.
+"""The one place that switches module modes (train/eval for an attack; BatchNorm statistics for extra
+optimiser passes) and restores them exactly.
 
 Papers differ on the BatchNorm/dropout mode used while crafting training attacks (spec section 0):
 the fast-AT, ELLE, N-FGSM, GradAlign and co_features codes attack in train mode (batch statistics, running
@@ -26,3 +27,20 @@ def attack_mode(model: nn.Module, mode: str):
     finally:
         for m, flag in saved:
             m.training = flag
+
+
+@contextmanager
+def bn_statistics_frozen(*modules: nn.Module):
+    """BatchNorm layers in training mode keep normalising with batch statistics but stop updating their
+    running statistics (``track_running_stats`` off while inside); every flag is restored on exit. Used for
+    the second and later closure passes of an optimiser step (SAM-type minimisers): the running statistics
+    see each batch once."""
+    layers = [m for root in modules for m in root.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    saved = [(m, m.track_running_stats) for m in layers]
+    try:
+        for m in layers:
+            m.track_running_stats = False
+        yield
+    finally:
+        for m, flag in saved:
+            m.track_running_stats = flag

@@ -70,3 +70,11 @@ def get_threat(name: str):
         return THREATS[name]
     except KeyError:
         raise ValueError(f"norm: got {name!r}; allowed: {', '.join(THREATS)}") from None
+
+
+def random_point(x: torch.Tensor, eps: float, norm: str = "linf", generator=None, clip: bool = True) -> torch.Tensor:
+    """x plus a uniform draw from the threat model's eps-ball (L-inf: the cube, L2: the ball), clipped to [0,1]
+    unless ``clip`` is False. Regularisers and diagnostics draw their random points here, so they honour the
+    run's threat model."""
+    p = x + get_threat(norm).random_init(x, eps, generator)
+    return p.clamp(0, 1) if clip else p

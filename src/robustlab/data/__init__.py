@@ -14,7 +14,7 @@ from robustlab.data.inject import class_carriers, inject_carriers
 from robustlab.data.loader import Batch, DeviceLoader
 from robustlab.data.labels import symmetric_noise
 from robustlab.data.splits import split_validation
-from robustlab.registry import Registry
+from robustlab.core.registry import Registry
 
 # name -> reader(root) -> (train, test, num_classes)
 DATASETS: Registry[Callable[[Path], tuple[ImageSet, ImageSet, int]]] = Registry("data set")

@@ -5,9 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-class DataError(RuntimeError):
-    """A data file is missing or malformed (one-line message naming the path and how to get it)."""
+from robustlab.core.errors import DataError  # noqa: F401  (re-exported: data readers raise it)
 
 
 @dataclass

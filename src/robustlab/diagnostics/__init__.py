@@ -1,4 +1,8 @@
-"""Training diagnostics: catastrophic-overfitting detection and local-linearity measurements."""
+"""Training diagnostics: catastrophic-overfitting detection (rules on metric curves) and registered
+per-epoch measurements of the model (:data:`DIAGNOSTICS`: ``linearity``)."""
+from robustlab.diagnostics.base import DIAGNOSTICS, Diagnostic, DiagnosticConfig
 from robustlab.diagnostics.catastrophic import co_fires, co_onset, co_onset_in_metrics
+from robustlab.diagnostics.linearity import Linearity, linearity_diagnostics
 
-__all__ = ["co_fires", "co_onset", "co_onset_in_metrics"]
+__all__ = ["DIAGNOSTICS", "Diagnostic", "DiagnosticConfig", "Linearity", "co_fires", "co_onset", "co_onset_in_metrics",
+           "linearity_diagnostics"]

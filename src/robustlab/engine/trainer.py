@@ -11,6 +11,12 @@ A run folder holds::
 
 Running on an existing folder resumes from ``checkpoints/last.pt`` (RNG states included, so a resumed
 CPU run ends with the same metrics as an uninterrupted one); a finished run is not retrained.
+
+Components are built from one :class:`~robustlab.core.context.BuildContext`. The trainable state is the model
+plus the modules the method owns (``method.modules()``): the optimiser updates both, the checkpoint holds
+both. Every update goes through ``optimizer.step(closure)``; the closure counts its passes (``ctx["pass"]``),
+freezes BatchNorm running statistics after the first pass, and in fp16 scales the loss and unscales the
+gradients of each pass (:class:`~robustlab.optim.precision.LossScaler`).
 """
 from __future__ import annotations
 
@@ -24,20 +30,22 @@ from typing import Callable
 import torch
 import yaml
 
+from robustlab.attacks import AttackSpec, evaluate
+from robustlab.attacks.modes import bn_statistics_frozen
 from robustlab.config import Config, ConfigError, config_from_dict
+from robustlab.core import checkpoint as ckpt_io
+from robustlab.core.context import BuildContext, EpochContext, StepContext
+from robustlab.core.distributed import DistContext
+from robustlab.core.io import read_json, save_torch, write_json, write_jsonl, write_text
+from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
-from robustlab.diagnostics import co_fires
-from robustlab.diagnostics.linearity import linearity_diagnostics
-from robustlab.engine import checkpoint as ckpt_io
-from robustlab.engine.distributed import DistContext
+from robustlab.diagnostics import DIAGNOSTICS, co_fires
 from robustlab.engine.env import environment
-from robustlab.engine.io import read_json, save_torch, write_json, write_jsonl, write_text
 from robustlab.engine.progress import progress_mode, wrap
-from robustlab.engine.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
-from robustlab.eval.robust import AttackSpec, evaluate
 from robustlab.methods import build_method
 from robustlab.models import build_model
-from robustlab.optim import build_optimizer, set_hyperparameters
+from robustlab.optim import LossScaler, build_optimizer, set_hyperparameters
+from robustlab.optim.schedules import LR_SCHEDULES
 
 NONFINITE_CHECK_EVERY = 20  # steps between host syncs that look for a NaN/inf loss (and at epoch end)
 
@@ -62,7 +70,11 @@ class Trainer:
         """Refuse a folder holding another config; return results if the run already finished."""
         cfg_path = self.run_dir / "config.yaml"
         if cfg_path.is_file():
-            stored = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+            try:
+                stored = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+            except ConfigError as exc:
+                raise ConfigError(f"{self.run_dir}: holds a run whose config.yaml this robustlab cannot read ({exc}); "
+                                  "choose another --out") from None
             if stored.to_dict() != self.cfg.to_dict():
                 raise ConfigError(f"{self.run_dir}: holds a run with a different config; choose another --out "
                                   "or delete the folder")
@@ -101,11 +113,18 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.forward_model, device_ids=ids)
-        self.method = build_method(cfg.method, self.generators["attack"])
-        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
-        n_diag = min(cfg.monitor.diagnostics, len(self.data.train))
-        self.diag_batch = (to_float(self.data.train.x[:n_diag].to(self.device)), self.data.train.y[:n_diag].to(self.device))
+        self.bctx = BuildContext(model=self.model, num_classes=self.data.num_classes, input_shape=self.data.shape,
+                                 train_size=len(self.data.train), steps_per_epoch=len(self.loader),
+                                 epochs=cfg.train.epochs, device=self.device, dist=self.dist, generators=self.generators,
+                                 eps=cfg.method.eps, norm=cfg.method.norm, data=self.data)
+        self.method = build_method(cfg.method, self.bctx)
+        self.method_modules = {k: m.to(self.device) for k, m in self.method.modules().items()}
+        self.method_params = [p for m in self.method_modules.values() for p in m.parameters()]
+        self.optimizer = build_optimizer(cfg.optim, list(self.model.parameters()) + self.method_params, self.bctx)
+        self.scaler = LossScaler(cfg.train.precision == "fp16", self.device)
+        self.optimizer.guard = self.scaler.finite if self.scaler.enabled else None
+        self.schedule = LR_SCHEDULES.build(cfg.optim.schedule)
+        self.diagnostics = [DIAGNOSTICS.build(d, self.bctx) for d in cfg.monitor.diagnostics]
         n_eval = min(cfg.monitor.eval_points, len(self.data.test))
         n_val = min(cfg.monitor.val_points or len(self.data.val), len(self.data.val))
         self.eval_sets = {"val": self._on_device(self.data.val, n_val), "test": self._on_device(self.data.test, n_eval)}
@@ -167,15 +186,7 @@ class Trainer:
         history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
         last = self.ckpt_dir / "last.pt"
         if last.is_file():
-            state = ckpt_io.load_checkpoint(last, map_location=self.device)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            ranks = state.get("extra", {}).get("rng_ranks")
-            rng = ranks[self.dist.rank] if ranks and len(ranks) == self.dist.world else state["rng"]
-            ckpt_io.restore_rng(rng, self.generators)
-            self.method.load_state_dict(state.get("extra", {}).get("method", {}))
-            history, best, start_epoch, step = state["history"], state["best"], state["epoch"], state["step"]
-            self.log(f"{self.run_dir}: resuming after epoch {start_epoch}")
+            history, best, start_epoch, step = self._resume(last)
         self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
         t_start = time.perf_counter()
         epochs = self.cfg.train.epochs
@@ -186,7 +197,10 @@ class Trainer:
                 self._write_results("running", history, best, time.perf_counter() - t_start)
                 row, step = self._train_epoch(epoch, step, mode)
                 row.update(self._monitor())
-                row.update(self._diagnostics())
+                for diag in self.diagnostics:
+                    if diag.due(epoch):
+                        row.update(diag.measure(self.model, epoch))
+                self.method.on_epoch_end(EpochContext(epoch, step, self.model, row))
                 history.append(row)
                 key = next((k for k in ("val_pgd_acc", "test_pgd_acc", "val_clean_acc") if k in row), None)
                 score = row.get(key, 0.0) if key else 0.0
@@ -197,11 +211,7 @@ class Trainer:
                     best = {"epoch": epoch + 1, "score": score}
                     self._write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
                                 config=self.cfg.to_dict(), metrics=row)
-                rng_ranks = self.dist.gather(ckpt_io.rng_state(self.generators))
-                self._write(ckpt_io.save_checkpoint, last, model=self.model, optimizer=self.optimizer, epoch=epoch + 1,
-                            step=step, history=history, best=best, config=self.cfg.to_dict(), rng=rng_ranks[0],
-                            extra={"method": self.method.state_dict(),
-                                   **({"rng_ranks": rng_ranks} if self.dist.enabled else {})})
+                self._save_last(epoch + 1, step, history, best)
                 self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
                 self.dist.barrier()
                 if mode != "none" and self.dist.is_main:
@@ -222,11 +232,35 @@ class Trainer:
                 self.log(f"{self.run_dir}: report failed ({type(exc).__name__}: {exc})")
         return results
 
-    def _diagnostics(self) -> dict:
-        x, y = self.diag_batch
-        if len(y) == 0 or self.cfg.method.eps <= 0:
-            return {}
-        return linearity_diagnostics(self.model, x, y, self.cfg.method.eps, self.cfg.method.norm)
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def _components_state(self) -> dict:
+        return {"method": self.method.state_dict(), "loss_scaler": self.scaler.state_dict(),
+                "diagnostics": [d.state_dict() for d in self.diagnostics]}
+
+    def _save_last(self, epoch: int, step: int, history: list, best: dict) -> None:
+        """The resumable checkpoint: every rank's RNG states (a collective call), written by rank 0."""
+        rng_ranks = self.dist.gather(ckpt_io.rng_state(self.generators))
+        self._write(ckpt_io.save_checkpoint, self.ckpt_dir / "last.pt", model=self.model, optimizer=self.optimizer,
+                    epoch=epoch, step=step, history=history, best=best, config=self.cfg.to_dict(), rng=rng_ranks[0],
+                    rng_ranks=rng_ranks if self.dist.enabled else None, components=self._components_state())
+
+    def _resume(self, path: Path) -> tuple[list, dict, int, int]:
+        state = ckpt_io.load_checkpoint(path, map_location=self.device)
+        if state["format"] != ckpt_io.FORMAT:
+            raise ConfigError(f"{path}: written by an older robustlab (checkpoint format {state['format']}); it can be "
+                              f"evaluated but not resumed; choose another --out")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        ranks = state.get("rng_ranks")
+        rng = ranks[self.dist.rank] if ranks and len(ranks) == self.dist.world else state["rng"]
+        ckpt_io.restore_rng(rng, self.generators)
+        comp = state["components"]
+        self.method.load_state_dict(comp["method"])
+        self.scaler.load_state_dict(comp.get("loss_scaler", {}))
+        for diag, st in zip(self.diagnostics, comp.get("diagnostics", [])):
+            diag.load_state_dict(st)
+        self.log(f"{self.run_dir}: resuming after epoch {state['epoch']}")
+        return state["history"], state["best"], state["epoch"], state["step"]
 
     def _co_stop(self, epoch: int, best: dict, history: list, step: int) -> str:
         """The live CO rule fired and monitor.co_action asks to stop (and, for rollback, to make the best
@@ -234,19 +268,21 @@ class Trainer:
         message = f"CO detected at epoch {epoch}; stopped"
         if self.cfg.monitor.co_action == "rollback" and (self.ckpt_dir / "best.pt").is_file():
             self.model.load_state_dict(ckpt_io.load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
-            self._write(ckpt_io.save_checkpoint, self.ckpt_dir / "last.pt", model=self.model, optimizer=self.optimizer,
-                        epoch=epoch, step=step, history=history, best=best, config=self.cfg.to_dict(),
-                        rng=ckpt_io.rng_state(self.generators), extra={"method": self.method.state_dict()})
+            self._save_last(epoch, step, history, best)
             message += f" and rolled back to the best checkpoint (epoch {best['epoch']})"
             self.dist.barrier()
         self.log(f"{self.run_dir}: {message}")
         return message
 
+    # ---- one epoch, one step ----------------------------------------------------------------------------
     def _train_epoch(self, epoch: int, step: int, mode: str) -> tuple[dict, int]:
         cfg = self.cfg
         per_epoch = len(self.loader)
         total = per_epoch * cfg.train.epochs
+        self.method.on_epoch_start(EpochContext(epoch, step, self.model))
         self.train_model.train()
+        for m in self.method_modules.values():
+            m.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -256,8 +292,11 @@ class Trainer:
         for i, batch in enumerate(wrap(self.loader, mode, per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}")):
             if cfg.train.channels_last:
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
-            lr = set_hyperparameters(self.optimizer, cfg.optim, step, total, per_epoch)
-            out = self._step(batch, epoch + i / per_epoch)
+            lr = set_hyperparameters(self.optimizer, self.schedule, cfg.optim.lr, step, total, per_epoch)
+            progress = epoch + i / per_epoch
+            out, ctx = self._step(batch, progress)
+            step += 1
+            self.method.after_step(StepContext(epoch, step, progress), ctx)
             n = len(batch.y)
             loss = out.loss.detach()
             bad |= ~torch.isfinite(loss)
@@ -266,7 +305,6 @@ class Trainer:
             for k, v in out.metrics.items():
                 extra[k] = extra.get(k, 0.0) + v.detach().float() * n
             seen += n
-            step += 1
             if (i + 1) % NONFINITE_CHECK_EVERY == 0 and self.dist.any(bad):
                 raise Diverged(f"non-finite loss in epoch {epoch + 1}, step {i + 1}")
         if self.dist.any(bad):
@@ -280,30 +318,40 @@ class Trainer:
         row["seconds"] = time.perf_counter() - t0
         return row, step
 
-    def _step(self, batch, epoch_float: float):
-        """Craft the method's inputs (through the plain model), then one optimiser step on the loss
-        (through the DDP-wrapped model when distributed)."""
+    def _step(self, batch, progress: float):
+        """Craft the method's inputs (through the plain model), then one ``optimizer.step(closure)``: the
+        closure runs the loss through the DDP-wrapped model when distributed, and may be called several times
+        (``ctx["pass"]``; BatchNorm running statistics are updated on the first pass only)."""
         with self.autocast():
-            ctx = self.method.prepare(self.forward_model, batch, epoch_float)
-        first = []
+            ctx = self.method.prepare(self.forward_model, batch, progress)
+        outputs = []
 
         def closure():
+            ctx["pass"] = len(outputs)
             self.optimizer.zero_grad(set_to_none=True)
-            with self.autocast():
+            freeze = bn_statistics_frozen(self.model, *self.method_modules.values()) if outputs else contextlib.nullcontext()
+            with self.autocast(), freeze:
                 out = self.method.loss(self.train_model, batch, ctx)
-            (self.scaler.scale(out.loss) if self.scaler else out.loss).backward()
-            if not first:
-                first.append(out)
+            self.scaler.scale(out.loss).backward()
+            self._sync_method_grads()
+            self.scaler.unscale_(self.optimizer.params())
+            outputs.append(out)
             return out.loss
 
-        if self.scaler is not None:
-            closure()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step(closure)
-        self.method.after_step()
-        return first[0]
+        self.optimizer.step(closure)
+        self.scaler.update()
+        return outputs[0], ctx
+
+    def _sync_method_grads(self) -> None:
+        """Average the gradients of method-owned modules across ranks (DDP averages the model's)."""
+        if not (self.dist.enabled and self.method_params):
+            return
+        grads = [p.grad for p in self.method_params if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            flat = self.dist.sum(flat) / self.dist.world
+            for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(part.view_as(g))
 
     def _monitor(self) -> dict:
         t0 = time.perf_counter()

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from robustlab.attacks.modes import attack_mode
-from robustlab.engine.io import read_json, write_json
-from robustlab.eval.robust import EVAL_SEED, AttackSpec, build_eval_attack, predict
+from robustlab.core.io import read_json, write_json
+from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack, predict
 
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 

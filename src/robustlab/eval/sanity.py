@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from robustlab.eval.robust import AttackSpec, evaluate
+from robustlab.attacks.accuracy import AttackSpec, evaluate
 
 TOLERANCE = 0.02   # accuracy slack for comparisons between attacks on a few hundred points
 

@@ -10,22 +10,18 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from robustlab.config import ConfigError
-from robustlab.engine.io import write_json
-from robustlab.sweep.table import load_manifest
-from robustlab.sweep.trial import trial_dir
+from robustlab.core.errors import ConfigError
+from robustlab.core.io import write_json
+from robustlab.core.layout import is_study_dir, load_manifest  # noqa: F401  (is_study_dir: used by the CLI)
+from robustlab.core.layout import trial_dir
 
 CHECKPOINTS = ("best", "last")
-
-
-def is_study_dir(path: str | Path) -> bool:
-    return (Path(path) / "study.json").is_file()
 
 
 def eval_study(args, log=print) -> dict:
     from robustlab.eval.command import run_eval
     from robustlab.report.study import write_study_report
-    from robustlab.sweep.table import write_study_table
+    from robustlab.report.table import write_study_table
     if args.out:
         raise ConfigError("--out: a study is evaluated into each trial's eval/ folder; drop --out")
     study_dir = Path(args.path)

@@ -1,5 +1,8 @@
-"""Training methods by name: a method is one loss over a batch (see base.py); regularisers compose onto it."""
-from robustlab.methods.adversarial import METHODS, build_method
-from robustlab.methods.base import LossOutput, Method, Regularizer
+"""Training methods by name: a method is one loss over a batch (base.py); regularisers compose onto it
+(regularizers/). Add a method by subclassing :class:`Method` and registering it in :data:`METHODS`."""
+from robustlab.methods.adversarial import build_method
+from robustlab.methods.base import METHODS, LossOutput, Method, MethodConfig
+from robustlab.methods.regularizers import REGULARIZERS, Regularizer, RegularizerConfig
 
-__all__ = ["METHODS", "LossOutput", "Method", "Regularizer", "build_method"]
+__all__ = ["METHODS", "REGULARIZERS", "LossOutput", "Method", "MethodConfig", "Regularizer", "RegularizerConfig",
+           "build_method"]

@@ -1,115 +1,160 @@
 r"""Standard training and adversarial training with the single-step and multi-step attacks.
 
 Every adversarial method minimises :math:`\frac1B\sum_i \ell(f_\theta(x'_i), y_i)` where :math:`x'` is the
-method's attack point (computed with the BatchNorm mode ``method.bn_mode``, default train as in the fast-AT
-codes). ``method.eps_ramp_epochs`` grows eps and alpha linearly from 0 (the SVHN recipes).
+method's attack point, crafted with the BatchNorm mode ``bn_mode`` (default train, as in the fast-AT codes).
+``eps_ramp_epochs`` grows eps and alpha linearly from 0 (the SVHN recipes). Each method binds its attack to
+the model and the ramped radius per batch (:meth:`IterativeAttack.bind`): the attack object is never mutated.
 """
 from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 
 from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack
+from robustlab.core.errors import ConfigError
+from robustlab.core.schema import spec
 from robustlab.data.loader import Batch
-from robustlab.methods.base import Method
-from robustlab.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method")
+from robustlab.methods.base import METHODS, Method, MethodConfig
 
 
 @METHODS.register("standard")
 class StandardTraining(Method):
     r"""Empirical risk minimisation: :math:`\min_\theta \frac1B\sum_i \ell(f_\theta(x_i), y_i)`."""
-    name = "standard"
+
+
+@dataclass
+class AttackConfig(MethodConfig):
+    """Keys of every adversarial-training method."""
+    bn_mode: str = spec("train", choices=["train", "eval"], doc="BatchNorm/dropout mode while the training attack runs")
+    eps_ramp_epochs: int = spec(0, lo=0, doc="grow eps and alpha linearly from 0 over this many epochs")
+
+    def check(self, key: str) -> None:
+        if self.eps <= 0:
+            raise ConfigError(f"{key}eps: got {self.eps!r}; method {self.name!r} needs eps > 0")
 
 
 class AttackTraining(Method):
     """Adversarial training on the points of ``self.attack`` (built by subclasses)."""
+    Config = AttackConfig
 
-    def __init__(self, cfg, generator=None):
-        super().__init__(cfg, generator)
+    def __init__(self, cfg, bctx):
+        super().__init__(cfg, bctx)
         self.attack = self.build_attack(cfg)
         self._alpha_ratio = self.attack.alpha / self.attack.eps
 
     def build_attack(self, cfg):
         raise NotImplementedError
 
-    def eps_at(self, epoch: float) -> float:
+    def eps_at(self, progress: float) -> float:
         ramp = self.cfg.eps_ramp_epochs
-        return self.cfg.eps * min(1.0, epoch / ramp) if ramp else self.cfg.eps
+        return self.cfg.eps * min(1.0, progress / ramp) if ramp else self.cfg.eps
 
-    def prepare(self, model, batch: Batch, epoch: float) -> dict:
-        eps = self.eps_at(epoch)
+    def prepare(self, model, batch: Batch, progress: float) -> dict:
+        eps = self.eps_at(progress)
         if eps == 0:
             return {"x_train": batch.x, "eps": 0.0}
-        self.attack.model = model
-        self.attack.eps, self.attack.alpha = eps, eps * self._alpha_ratio
-        return {"x_train": self.attack(batch.x, batch.y), "eps": eps}
+        attack = self.attack.bind(model, eps, eps * self._alpha_ratio)
+        return {"x_train": attack(batch.x, batch.y), "eps": eps}
 
 
 @METHODS.register("fgsm")
 class FGSMTraining(AttackTraining):
     r"""FGSM-AT (Goodfellow et al., 2015; Wong et al., 2020): :math:`x' = \Pi_{[0,1]}(x+\varepsilon\,\mathrm{sign}\nabla_x\ell)`."""
-    name = "fgsm"
 
     def build_attack(self, cfg):
         return FGSM(None, cfg.eps, norm=cfg.norm, mode=cfg.bn_mode, generator=self.generator)
+
+
+@dataclass
+class RSFGSMConfig(AttackConfig):
+    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default 1.25 eps)")
+
+    def resolve(self, parent, key: str) -> None:
+        self.alpha = 1.25 * self.eps if self.alpha is None else self.alpha
 
 
 @METHODS.register("rs_fgsm")
 class RSFGSMTraining(AttackTraining):
     r"""RS-FGSM-AT (Wong et al., 2020, "Fast is better than free"): init U[-eps, eps], one step alpha = 1.25 eps,
     projected to the eps-ball and [0,1]."""
-    name = "rs_fgsm"
+    Config = RSFGSMConfig
 
     def build_attack(self, cfg):
         return RSFGSM(None, cfg.eps, cfg.alpha, norm=cfg.norm, mode=cfg.bn_mode, generator=self.generator)
+
+
+@dataclass
+class NFGSMConfig(AttackConfig):
+    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default eps)")
+    init_scale: float = spec(2.0, lo=0.0, doc="noise U[-k eps, k eps]: k")
+
+    def resolve(self, parent, key: str) -> None:
+        self.alpha = self.eps if self.alpha is None else self.alpha
 
 
 @METHODS.register("n_fgsm")
 class NFGSMTraining(AttackTraining):
     r"""N-FGSM-AT (de Jorge et al., NeurIPS 2022): init U[-k eps, k eps] (k = ``init_scale``, default 2), one step
     alpha = eps (default), no eps-projection, clip to [0,1]."""
-    name = "n_fgsm"
+    Config = NFGSMConfig
 
     def build_attack(self, cfg):
-        k = 2.0 if cfg.init_scale is None else cfg.init_scale
-        return NFGSM(None, cfg.eps, cfg.alpha, k, norm=cfg.norm, mode=cfg.bn_mode, generator=self.generator)
+        return NFGSM(None, cfg.eps, cfg.alpha, cfg.init_scale, norm=cfg.norm, mode=cfg.bn_mode, generator=self.generator)
+
+
+@dataclass
+class PGDConfig(AttackConfig):
+    steps: int = spec(10, lo=1, doc="attack iterations")
+    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default 2.5 eps / steps: 2/255 at 8/255, 10 steps)")
+    random_start: bool = spec(True, doc="start from a uniform point of the eps-ball")
+
+    def resolve(self, parent, key: str) -> None:
+        self.alpha = 2.5 * self.eps / self.steps if self.alpha is None else self.alpha
 
 
 @METHODS.register("pgd")
 class PGDTraining(AttackTraining):
     r"""PGD-AT (Madry et al., 2018): :math:`\min_\theta \mathbb E \max_{\lVert\delta\rVert\le\varepsilon} \ell(f_\theta(x+\delta), y)`,
-    inner max by PGD with ``steps`` steps of alpha (default 2.5 eps / steps, i.e. 2/255 for 8/255 and 10 steps)
-    from a uniform random start."""
-    name = "pgd"
+    inner max by PGD with ``steps`` steps of ``alpha`` from a uniform random start."""
+    Config = PGDConfig
 
     def build_attack(self, cfg):
-        alpha = 2.5 * cfg.eps / cfg.steps if cfg.alpha is None else cfg.alpha
-        start = True if cfg.init_scale is None else cfg.init_scale > 0
-        return PGD(None, cfg.eps, alpha, cfg.steps, random_start=start, norm=cfg.norm, mode=cfg.bn_mode,
-                   early_stop=False, generator=self.generator)
+        return PGD(None, cfg.eps, cfg.alpha, cfg.steps, random_start=cfg.random_start, norm=cfg.norm,
+                   mode=cfg.bn_mode, early_stop=False, generator=self.generator)
+
+
+@dataclass
+class GATConfig(AttackConfig):
+    weight: float = spec(10.0, lo=0.0, doc="weight of the probability-gap term, in the attack and the loss")
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if self.norm != "linf":
+            raise ConfigError(f"{key}norm: got {self.norm!r}; gat is L-inf only (its attack starts at a signed "
+                              "corner of the L-inf ball); allowed: linf")
 
 
 @METHODS.register("gat")
 class GATTraining(AttackTraining):
     r"""GAT (Sriramanan et al., NeurIPS 2020), as in the ELLE code: the :class:`GATAttack` point x', and
-    :math:`\ell(f(x'), y) + 10\cdot\frac1B\sum_i\lVert p(x_i) - p(x'_i)\rVert_2^2` with gradients through both
-    probability vectors."""
-    name = "gat"
-    weight = 10.0
+    :math:`\ell(f(x'), y) + w\cdot\frac1B\sum_i\lVert p(x_i) - p(x'_i)\rVert_2^2` with gradients through both
+    probability vectors (w = 10)."""
+    Config = GATConfig
 
     def build_attack(self, cfg):
-        return GATAttack(None, cfg.eps, self.weight, mode=cfg.bn_mode, generator=self.generator)
+        return GATAttack(None, cfg.eps, cfg.weight, mode=cfg.bn_mode, generator=self.generator)
 
     def objective(self, model, batch, ctx, logits=None):
         out = super().objective(model, batch, ctx, logits)
         p_adv = F.softmax(out.logits.float(), 1)
         p_clean = F.softmax(model(batch.x).float(), 1)
         gap = (p_clean - p_adv).pow(2).sum(1).mean()
-        out.loss = out.loss + self.weight * gap
+        out.loss = out.loss + self.cfg.weight * gap
         out.metrics["gat_prob_gap"] = gap.detach()
         return out
 
 
-def build_method(cfg, generator=None) -> Method:
-    return METHODS.get(cfg.name)(cfg, generator)
+def build_method(cfg, bctx) -> Method:
+    return METHODS.build(cfg, bctx)

@@ -1,11 +1,16 @@
-"""What a training method is: craft the batch's training inputs once (``prepare``), then a loss over them.
+"""What a training method is: craft the batch's training inputs once (``prepare``), then one loss over them.
 
-The trainer calls ``ctx = method.prepare(model, batch, epoch)`` once per batch, then the optimiser calls
-a closure that evaluates ``method.loss(model, batch, ctx)`` and back-propagates it, once for SGD and twice
-for SAM-type minimisers (the adversarial inputs are not re-crafted for the second pass, as in SAM-AT).
+The trainer calls ``ctx = method.prepare(model, batch, progress)`` once per batch, then the optimiser calls a
+closure that evaluates ``method.loss(model, batch, ctx)`` and back-propagates it: once for SGD, twice for
+SAM-type minimisers (``ctx["pass"]`` is the pass index; the inputs are not re-crafted, as in SAM-AT).
+``ctx`` is the step's scratchpad: anything a method or regulariser must carry from the loss to its
+``after_step`` hook lives there, never on the object.
 
-Regularisers compose onto any base objective: ``loss = base(model, batch, ctx) + sum_r r(model, batch, ctx)``,
-each returning a scalar (weight included) and named metrics that the trainer averages per epoch.
+Regularisers compose onto any base objective: ``loss = objective(model, batch, ctx) + sum_r r(model, batch, ctx)``.
+
+A method may own trainable modules (:meth:`Method.modules`: optimised, DDP-synchronised, checkpointed and
+resumed with the model) and state (:meth:`Method.state_dict`), and receives lifecycle hooks with their
+context: ``on_epoch_start``, ``after_step``, ``on_epoch_end``.
 """
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.core.context import BuildContext, EpochContext, StepContext
+from robustlab.core.registry import Registry
+from robustlab.core.schema import components, spec
 from robustlab.data.loader import Batch
+from robustlab.methods.regularizers.base import REGULARIZERS, Regularizer, RegularizerConfig
 
 
 @dataclass
@@ -25,47 +34,30 @@ class LossOutput:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # extra scalars, detached
 
 
-class Regularizer:
-    """A term added to a method's loss. Subclasses implement ``__call__`` -> (weighted value, metrics).
+@dataclass
+class MethodConfig:
+    """Keys every method accepts."""
+    name: str = spec("fgsm", doc="a registered training method (robustlab list methods)")
+    eps: float = spec(8 / 255, lo=0.0, doc="threat radius on the 0-1 scale (attacks, monitor, diagnostics)")
+    norm: str = spec("linf", choices=["linf", "l2"], doc="threat model")
+    regularizers: list[RegularizerConfig] = components(REGULARIZERS, doc="terms added to the loss")
 
-    A term that only needs the model's logits on extra inputs (ELLE's 3B triplet) may set ``fuses = True``
-    and implement ``extra_inputs`` + ``from_logits``: the method then sends those inputs through the same
-    forward pass as its training inputs (one larger batch; BatchNorm sees them together)."""
-    name = "regularizer"
-    fuses = False
 
-    def __call__(self, model: nn.Module, batch: Batch, ctx: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
-
-    def extra_inputs(self, batch: Batch, ctx: dict) -> torch.Tensor:
-        raise NotImplementedError
-
-    def from_logits(self, logits: torch.Tensor, batch: Batch, ctx: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
-
-    def after_step(self) -> None:
-        """Called after each optimiser step (adaptive weights such as ELLE-A update here)."""
-
-    def state_dict(self) -> dict:
-        """State a resume needs (adaptive weights); none by default."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+METHODS: Registry[type["Method"]] = Registry("method", MethodConfig)
 
 
 class Method:
     """Base class: ``prepare`` crafts inputs, ``objective`` is the base loss, regularisers are added."""
-    name = "method"
+    Config = MethodConfig
 
-    def __init__(self, cfg, generator: torch.Generator | None = None):
-        from robustlab.methods.regularizers import LinearityRegularizer
+    def __init__(self, cfg, bctx: BuildContext):
         self.cfg = cfg
-        self.generator = generator
-        self.regularizers: list[Regularizer] = [LinearityRegularizer(r, cfg.eps, generator)
-                                                for r in getattr(cfg, "regularizers", [])]
+        self.generator = bctx.generators.get("attack")
+        self.regularizers: list[Regularizer] = [REGULARIZERS.build(r, bctx) for r in cfg.regularizers]
 
-    def prepare(self, model: nn.Module, batch: Batch, epoch: float) -> dict:
+    # ---- the loss ------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, batch: Batch, progress: float) -> dict:
+        """The step's context: the inputs to train on (``x_train``) and the radius in force (``eps``)."""
         return {"x_train": batch.x, "eps": self.cfg.eps}
 
     def objective(self, model: nn.Module, batch: Batch, ctx: dict, logits: torch.Tensor | None = None) -> LossOutput:
@@ -77,27 +69,47 @@ class Method:
     def loss(self, model: nn.Module, batch: Batch, ctx: dict) -> LossOutput:
         fused = [r for r in self.regularizers if r.fuses]
         if fused:   # one forward over [x_train; extra inputs of each fused term]
-            parts = [ctx["x_train"]] + [r.extra_inputs(batch, ctx) for r in fused]
+            extra = [r.extra_inputs(batch, ctx) for r in fused]
+            parts = [ctx["x_train"]] + [points for points, _ in extra]
             chunks = model(torch.cat(parts)).split([len(p) for p in parts])
             out = self.objective(model, batch, ctx, logits=chunks[0])
-            terms = list(zip(fused, [r.from_logits(c, batch, ctx) for r, c in zip(fused, chunks[1:])]))
+            terms = [(r, r.from_logits(c, batch, ctx, aux)) for r, c, (_, aux) in zip(fused, chunks[1:], extra)]
         else:
             out = self.objective(model, batch, ctx)
             terms = []
         terms += [(r, r(model, batch, ctx)) for r in self.regularizers if not r.fuses]
-        for _, (value, metrics) in terms:
-            out.loss = out.loss + value
-            out.metrics.update(metrics)
+        for reg, term in terms:
+            out.loss = out.loss + term.value
+            out.metrics.update(term.metrics)
+            if ctx.get("pass", 0) == 0:
+                ctx.setdefault("terms", {})[id(reg)] = term
         return out
 
-    def after_step(self) -> None:
+    # ---- what the trainer owns on the method's behalf --------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """Trainable modules the method owns (optimised and checkpointed with the model); none by default."""
+        return {}
+
+    def on_epoch_start(self, ectx: EpochContext) -> None:
         for reg in self.regularizers:
-            reg.after_step()
+            reg.on_epoch_start(ectx)
+
+    def after_step(self, sctx: StepContext, ctx: dict) -> None:
+        """After each optimiser step; ``ctx`` is the step's context (with the pass-0 ``terms``)."""
+        for reg in self.regularizers:
+            reg.after_step(sctx, ctx.get("terms", {}).get(id(reg)))
+
+    def on_epoch_end(self, ectx: EpochContext) -> None:
+        for reg in self.regularizers:
+            reg.on_epoch_end(ectx)
 
     def state_dict(self) -> dict:
-        """State that must survive a resume (adaptive weights)."""
-        return {"regularizers": [r.state_dict() for r in self.regularizers]}
+        """State that must survive a resume: owned modules and every regulariser's state."""
+        return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
+                "regularizers": [r.state_dict() for r in self.regularizers]}
 
     def load_state_dict(self, state: dict) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["modules"][k])
         for reg, st in zip(self.regularizers, state.get("regularizers", [])):
             reg.load_state_dict(st)

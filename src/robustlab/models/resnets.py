@@ -1,6 +1,11 @@
 """CIFAR-style residual networks: PreActResNet-18 (He et al., 2016b), ResNet-18 (CIFAR stem: 3x3 conv,
-no max-pool) and WideResNet(depth, widen, dropout) (Zagoruyko & Komodakis, 2016)."""
+no max-pool) and WideResNet(depth, widen, dropout) (Zagoruyko & Komodakis, 2016).
+
+Every normalisation layer is made by ``norm_layer(channels)`` (default ``nn.BatchNorm2d``), so a config can
+swap it (split BatchNorm, GroupNorm, none) without editing the architectures."""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch.nn.functional as F
 from torch import nn
@@ -10,19 +15,23 @@ def conv3x3(cin, cout, stride=1):
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
-def shortcut(cin, cout, stride, with_bn: bool):
+NormLayer = Callable[[int], nn.Module]
+
+
+def shortcut(cin, cout, stride, norm_layer: NormLayer | None):
+    """1x1 projection when the shape changes (followed by ``norm_layer`` when given), else None."""
     if stride == 1 and cin == cout:
         return None
     layers = [nn.Conv2d(cin, cout, 1, stride=stride, bias=False)]
-    return nn.Sequential(*layers, nn.BatchNorm2d(cout)) if with_bn else nn.Sequential(*layers)
+    return nn.Sequential(*layers, norm_layer(cout)) if norm_layer is not None else nn.Sequential(*layers)
 
 
 class PreActBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
+    def __init__(self, cin, cout, stride, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(cin), conv3x3(cin, cout, stride)
-        self.bn2, self.conv2 = nn.BatchNorm2d(cout), conv3x3(cout, cout)
-        self.shortcut = shortcut(cin, cout, stride, with_bn=False)
+        self.bn1, self.conv1 = norm_layer(cin), conv3x3(cin, cout, stride)
+        self.bn2, self.conv2 = norm_layer(cout), conv3x3(cout, cout)
+        self.shortcut = shortcut(cin, cout, stride, None)
 
     def forward(self, x):
         out = F.relu(self.bn1(x))
@@ -33,11 +42,11 @@ class PreActBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
+    def __init__(self, cin, cout, stride, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
-        self.shortcut = shortcut(cin, cout, stride, with_bn=True)
+        self.conv1, self.bn1 = conv3x3(cin, cout, stride), norm_layer(cout)
+        self.conv2, self.bn2 = conv3x3(cout, cout), norm_layer(cout)
+        self.shortcut = shortcut(cin, cout, stride, norm_layer)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -45,23 +54,24 @@ class BasicBlock(nn.Module):
         return F.relu(out + (self.shortcut(x) if self.shortcut is not None else x))
 
 
-def _stages(block, widths, blocks, strides, cin):
+def _stages(block, widths, blocks, strides, cin, norm_layer: NormLayer):
     layers = []
     for w, n, s in zip(widths, blocks, strides):
         stage = []
         for i in range(n):
-            stage.append(block(cin, w, s if i == 0 else 1))
+            stage.append(block(cin, w, s if i == 0 else 1, norm_layer))
             cin = w
         layers.append(nn.Sequential(*stage))
     return layers
 
 
 class PreActResNet18(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int):
+    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
         self.conv1 = conv3x3(in_channels, 64)
-        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(PreActBlock, [64, 128, 256, 512], [2, 2, 2, 2], [1, 2, 2, 2], 64)
-        self.bn = nn.BatchNorm2d(512)
+        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(PreActBlock, [64, 128, 256, 512], [2, 2, 2, 2],
+                                                                     [1, 2, 2, 2], 64, norm_layer)
+        self.bn = norm_layer(512)
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x):
@@ -71,10 +81,11 @@ class PreActResNet18(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int):
+    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        self.conv1, self.bn1 = conv3x3(in_channels, 64), nn.BatchNorm2d(64)
-        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(BasicBlock, [64, 128, 256, 512], [2, 2, 2, 2], [1, 2, 2, 2], 64)
+        self.conv1, self.bn1 = conv3x3(in_channels, 64), norm_layer(64)
+        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(BasicBlock, [64, 128, 256, 512], [2, 2, 2, 2],
+                                                                     [1, 2, 2, 2], 64, norm_layer)
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x):
@@ -84,12 +95,12 @@ class ResNet18(nn.Module):
 
 
 class WideBlock(nn.Module):
-    def __init__(self, cin, cout, stride, dropout):
+    def __init__(self, cin, cout, stride, dropout, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(cin), conv3x3(cin, cout, stride)
-        self.bn2, self.conv2 = nn.BatchNorm2d(cout), conv3x3(cout, cout)
+        self.bn1, self.conv1 = norm_layer(cin), conv3x3(cin, cout, stride)
+        self.bn2, self.conv2 = norm_layer(cout), conv3x3(cout, cout)
         self.dropout = dropout
-        self.shortcut = shortcut(cin, cout, stride, with_bn=False)
+        self.shortcut = shortcut(cin, cout, stride, None)
 
     def forward(self, x):
         out = F.relu(self.bn1(x))
@@ -104,7 +115,8 @@ class WideBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-widen: 3 stages of (depth-4)/6 pre-activation blocks, widths 16k, 32k, 64k."""
 
-    def __init__(self, in_channels: int, num_classes: int, depth: int = 28, widen: int = 10, dropout: float = 0.0):
+    def __init__(self, in_channels: int, num_classes: int, depth: int = 28, widen: int = 10, dropout: float = 0.0,
+                 norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
         n = (depth - 4) // 6
         widths = [16 * widen, 32 * widen, 64 * widen]
@@ -113,11 +125,11 @@ class WideResNet(nn.Module):
         for w, s in zip(widths, [1, 2, 2]):
             blocks = []
             for i in range(n):
-                blocks.append(WideBlock(cin, w, s if i == 0 else 1, dropout))
+                blocks.append(WideBlock(cin, w, s if i == 0 else 1, dropout, norm_layer))
                 cin = w
             stages.append(nn.Sequential(*blocks))
         self.block1, self.block2, self.block3 = stages
-        self.bn = nn.BatchNorm2d(cin)
+        self.bn = norm_layer(cin)
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x):

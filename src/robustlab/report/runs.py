@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from robustlab.engine.io import read_json, read_jsonl, write_text
+from robustlab.core.io import read_json, read_jsonl, write_text
 
 CURVES = [("test_clean_acc", "clean"), ("test_pgd_acc", "PGD"), ("test_fgsm_acc", "FGSM")]
 

@@ -11,10 +11,11 @@ import math
 import statistics
 from pathlib import Path
 
-from robustlab.config import ConfigError, parse_number
+from robustlab.core.errors import ConfigError
+from robustlab.core.schema import parse_number
 from robustlab.report.runs import _plt, load_run, write_comparison_report
-from robustlab.sweep.table import study_rows
-from robustlab.sweep.trial import trial_dir
+from robustlab.report.table import study_rows
+from robustlab.core.layout import trial_dir
 
 FINAL = ("test_pgd_acc", "final PGD accuracy (test subset, last epoch)")
 
@@ -146,7 +147,7 @@ def plot_eval_summary(rows, keys, protocol: str, out_png: Path) -> bool:
 
 
 def write_study_report(study_dir: str | Path) -> Path:
-    from robustlab.engine.io import read_json
+    from robustlab.core.io import read_json
 
     study_dir = Path(study_dir)
     manifest = read_json(study_dir / "study.json")

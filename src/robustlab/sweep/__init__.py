@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from robustlab.config import ConfigError
-from robustlab.engine.io import read_json, write_json
+from robustlab.core.errors import ConfigError
+from robustlab.core.io import read_json, write_json
 from robustlab.sweep.study import Study, Trial, expand_study, load_study
-from robustlab.sweep.table import study_rows, write_study_table
-from robustlab.sweep.trial import DONE, run_trial, trial_dir, trial_status
+from robustlab.report.table import study_rows, write_study_table
+from robustlab.core.layout import DONE, trial_dir, trial_status
+from robustlab.sweep.trial import run_trial
 
 BACKENDS = ("local", "ray")
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from robustlab.config import ConfigError
+from robustlab.core.errors import ConfigError
 from robustlab.sweep.study import Study, Trial
 
 

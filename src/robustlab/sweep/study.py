@@ -90,8 +90,9 @@ def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Stu
     if unknown:
         raise ConfigError(f"study.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(STUDY_KEYS))}")
     base = raw.get("base", {})
-    if isinstance(base, str):
-        base_cfg = load_config(base_dir / base).to_dict()
+    if isinstance(base, str):   # the file's own mapping (validated here): defaults resolve after the overrides
+        load_config(base_dir / base)
+        base_cfg = yaml.safe_load((base_dir / base).read_text())
     elif isinstance(base, dict):
         base_cfg = base
     else:

@@ -9,25 +9,9 @@ import time
 import traceback
 from pathlib import Path
 
-from robustlab.engine.io import read_json, write_json, write_text
+from robustlab.core.io import write_json, write_text
+from robustlab.core.layout import DONE, trial_dir, trial_status
 from robustlab.sweep.claims import claim
-
-
-def trial_dir(study_dir: Path, name: str) -> Path:
-    return Path(study_dir) / "trials" / name
-
-
-DONE = ("finished", "diverged")   # statuses a rerun of the study leaves alone
-
-
-def trial_status(study_dir: Path, name: str) -> str:
-    res = trial_dir(study_dir, name) / "results.json"
-    if not res.is_file():
-        return "pending"
-    try:
-        return read_json(res).get("status", "unknown")
-    except ValueError:
-        return "unknown"
 
 
 def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | None = None) -> dict:

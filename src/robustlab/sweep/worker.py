@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from robustlab.engine.io import write_json
+from robustlab.core.io import write_json
 from robustlab.sweep.trial import run_trial
 
 

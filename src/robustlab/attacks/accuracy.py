@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from robustlab.attacks import FGSM, PGD
+from robustlab.attacks.gradient import FGSM, PGD
 from robustlab.attacks.modes import attack_mode
 
 EVAL_SEED = 1234  # evaluation randomness is fixed, so an evaluation is a function of the weights alone

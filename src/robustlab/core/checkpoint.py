@@ -1,5 +1,9 @@
-"""Checkpoints: model, optimiser, progress, metric history and every RNG state, as tensors and plain
-containers (loadable with ``weights_only=True``). A resumed run continues bit-for-bit on CPU."""
+"""Checkpoints: model, optimiser (a minimiser's state includes its base optimiser's), every component's state
+(method modules, adaptive weights, loss scaler), progress, metric history and every RNG state, as tensors and
+plain containers (loadable with ``weights_only=True``). A resumed run continues bit-for-bit on CPU.
+
+Format 2 (the component redesign) stores ``components``; format-1 files are still read for their weights
+(evaluation), not resumed."""
 from __future__ import annotations
 
 import random
@@ -7,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from robustlab.engine.io import load_torch, save_torch
+from robustlab.core.io import load_torch, save_torch
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict:
@@ -34,11 +39,12 @@ def _tuplify(x):
 
 
 def save_checkpoint(path: Path, *, model, optimizer, epoch: int, step: int, history: list, best: dict,
-                    config: dict, rng: dict, extra: dict | None = None) -> None:
-    """``rng`` is :func:`rng_state` of this process (``extra["rng_ranks"]`` holds every rank's, under DDP)."""
+                    config: dict, rng: dict, rng_ranks: list | None = None, components: dict | None = None) -> None:
+    """``rng`` is :func:`rng_state` of this process, ``rng_ranks`` every rank's under DDP; ``components`` the
+    state of everything else the run owns (method, loss scaler, diagnostics)."""
     save_torch(path, {"format": FORMAT, "epoch": epoch, "step": step, "model": model.state_dict(),
-                      "optimizer": optimizer.state_dict(), "rng": rng, "history": history,
-                      "best": best, "config": config, "extra": extra or {}})
+                      "optimizer": optimizer.state_dict(), "rng": rng, "rng_ranks": rng_ranks, "history": history,
+                      "best": best, "config": config, "components": components or {}})
 
 
 def save_weights(path: Path, *, model, epoch: int, config: dict, metrics: dict) -> None:
@@ -48,6 +54,6 @@ def save_weights(path: Path, *, model, epoch: int, config: dict, metrics: dict) 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     ckpt = load_torch(path, map_location)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
-        raise ValueError(f"{path}: not a robustlab checkpoint (format {FORMAT})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE or "model" not in ckpt:
+        raise ValueError(f"{path}: not a robustlab checkpoint (formats {', '.join(map(str, READABLE))})")
     return ckpt

@@ -8,14 +8,15 @@ import sys
 
 import torch
 
-from robustlab.config import ConfigError
+from robustlab.core.errors import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``key`` names the setting in the error (e.g. ``--device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: got 'cuda' but no CUDA device is available; allowed here: auto, cpu")
+        raise ConfigError(f"{key}: got 'cuda' but no CUDA device is available; allowed here: auto, cpu")
     return torch.device(name)
 
 
@@ -28,7 +29,7 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def autocast_factory(precision: str, device: torch.device, warn=None):
+def autocast_factory(precision: str, device: torch.device, warn=None, key: str = "train.precision"):
     """A zero-argument context-manager factory: fp32 (no autocast), bf16 or fp16 autocast."""
     if precision == "fp32":
         return contextlib.nullcontext
@@ -37,7 +38,7 @@ def autocast_factory(precision: str, device: torch.device, warn=None):
              "slower than fp32 here; use train.precision=fp32")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision: fp16 needs CUDA; use bf16 on CPU")
+        raise ConfigError(f"{key}: fp16 needs CUDA; use bf16 on CPU")
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 

@@ -5,17 +5,10 @@ import csv
 import io
 from pathlib import Path
 
-from robustlab.engine.io import read_json, read_jsonl, write_text
-from robustlab.sweep.trial import trial_dir
+from robustlab.core.io import read_json, read_jsonl, write_text
+from robustlab.core.layout import load_manifest, trial_dir
 
 METRIC_COLUMNS = ["test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "val_clean_acc", "val_pgd_acc"]
-
-
-def load_manifest(study_dir: Path) -> dict:
-    path = Path(study_dir) / "study.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{study_dir}: no study.json; is this a study folder?")
-    return read_json(path)
 
 
 def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:

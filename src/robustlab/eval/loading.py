@@ -1,0 +1,117 @@
+"""Loading models to evaluate: robustlab runs and checkpoints, or any model defined outside robustlab.
+
+- :func:`load_run_model`: a run folder (``checkpoints/<which>.pt``) or a checkpoint file; the model is rebuilt
+  from the config stored in the checkpoint and its weights are read with ``weights_only=True``.
+- :func:`load_external_model`: ``"package.module:builder"`` (a callable returning an ``nn.Module`` that takes
+  [0,1] inputs, normalisation inside, as RobustBench models do) plus a weights file: safetensors (extra
+  ``safetensors``) or a torch state dict read with ``weights_only=True``. Importing the module runs its code,
+  as importing any Python package does; the weights file never runs code.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustlab.config import Config, config_from_dict
+from robustlab.core.checkpoint import load_checkpoint
+from robustlab.core.errors import ConfigError
+from robustlab.core.io import load_torch
+from robustlab.data import build_data
+from robustlab.models import build_model
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    source: str                 # the checkpoint or weights file
+    epoch: int | None = None
+    config: Config | None = None    # a robustlab run's config (None for an external model)
+    name: str = ""              # the model's name in reports
+
+
+def resolve_checkpoint(path: Path, which: str) -> Path:
+    if path.is_dir():
+        ckpt = path / "checkpoints" / f"{which}.pt"
+        if not ckpt.is_file():
+            raise ConfigError(f"{path}: no checkpoints/{which}.pt; is this a robustlab run folder?")
+        return ckpt
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; expected a run folder or a checkpoint file")
+    return path
+
+
+def load_run_model(path: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
+    """A robustlab run's model (eval mode) from a run folder (``which``: best or last) or a checkpoint file."""
+    ckpt_path = resolve_checkpoint(Path(path), which)
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+    except Exception as exc:
+        raise ConfigError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    cfg = config_from_dict(ckpt["config"])
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
+    model.load_state_dict(ckpt["model"])
+    return LoadedModel(model.to(device).eval(), str(ckpt_path), ckpt.get("epoch"), cfg, cfg.model.name)
+
+
+def read_weights(path: str | Path) -> dict:
+    """A state dict from a safetensors file or a torch file (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--weights: {path}: not found")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ConfigError("--weights: reading .safetensors needs the safetensors package: "
+                              "pip install 'robustlab[safetensors]'") from None
+        return load_file(str(path))
+    try:
+        state = load_torch(path)
+    except Exception as exc:
+        raise ConfigError(f"--weights: {path}: not a safetensors file or a torch state dict readable with "
+                          f"weights_only=True ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]        # a robustlab checkpoint
+    if not isinstance(state, dict):
+        raise ConfigError(f"--weights: {path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_external_model(entry: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """``"package.module:builder"`` -> builder() with the weights file loaded (strictly) into it, in eval mode."""
+    module_name, sep, attr = entry.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--model: got {entry!r}; expected package.module:builder")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--model: cannot import {module_name!r} ({exc})") from None
+    builder = getattr(module, attr, None)
+    if not callable(builder):
+        raise ConfigError(f"--model: {module_name!r} has no callable {attr!r}")
+    model = builder()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model: {entry} returned a {type(model).__name__}, not a torch.nn.Module")
+    source = entry
+    if weights is not None:
+        try:
+            model.load_state_dict(read_weights(weights))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"--weights: {weights} does not fit {entry} ({first})") from None
+        source = str(weights)
+    return LoadedModel(model.to(device).eval(), source, None, None, entry)
+
+
+def load_model(path_or_entry: str | Path, weights: str | Path | None = None, which: str = "best",
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """A run folder / checkpoint, or (with ``weights``, or a ``module:builder`` entry) an external model."""
+    text = str(path_or_entry)
+    if weights is not None or (":" in text and not Path(text).exists()):
+        return load_external_model(text, weights, device)
+    return load_run_model(text, which, device)

@@ -1,0 +1,89 @@
+"""The model and normalisation-layer registries, each entry with its own config.
+
+``model: {name: wide_resnet, depth: 34, widen: 10, norm_layer: {name: batchnorm}}``; a model without
+normalisation layers (``wong_mnist``, ``small_cnn``) has no ``norm_layer`` key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.registry import Registry
+from robustlab.core.schema import component, spec
+from robustlab.models.normalize import DCTLowPass, Normalize
+from robustlab.models.resnets import PreActResNet18, ResNet18, WideResNet
+from robustlab.models.small import SmallCNN, WongMNISTNet
+
+
+# ---- normalisation layers: name -> (config -> factory(channels) -> module) ------------------------------
+@dataclass
+class NormLayerConfig:
+    name: str = spec("batchnorm")
+
+
+@dataclass
+class BatchNormConfig(NormLayerConfig):
+    momentum: float = spec(0.1, lo=0.0, hi=1.0, doc="running-statistics momentum (torch's convention)")
+    eps: float = spec(1e-5, lo=0.0, lo_open=True)
+
+
+@dataclass
+class GroupNormConfig(NormLayerConfig):
+    groups: int = spec(32, lo=1, doc="groups (must divide every layer's channels)")
+
+
+NORM_LAYERS: Registry[Callable[..., Callable[[int], nn.Module]]] = Registry("normalisation layer", NormLayerConfig)
+NORM_LAYERS.register("batchnorm", BatchNormConfig)(lambda cfg: lambda c: nn.BatchNorm2d(c, cfg.eps, cfg.momentum))
+NORM_LAYERS.register("groupnorm", GroupNormConfig)(lambda cfg: lambda c: nn.GroupNorm(min(cfg.groups, c), c))
+NORM_LAYERS.register("none")(lambda cfg: lambda c: nn.Identity())
+
+
+def norm_factory(cfg) -> Callable[[int], nn.Module]:
+    return NORM_LAYERS.build(cfg)
+
+
+# ---- models: name -> builder(cfg, in_channels, num_classes, image_size) -> module --------------------------
+@dataclass
+class ModelConfig:
+    name: str = spec("wong_mnist", doc="a registered model (robustlab list models)")
+    normalize: bool = spec(True, doc="put the data set's mean/std Normalize module in front of the model")
+    lowpass: int = spec(0, lo=0, doc="keep the b x b lowest 2-D DCT frequencies of the input (0: off)")
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    norm_layer: NormLayerConfig = component(NORM_LAYERS, "batchnorm", doc="normalisation layer factory")
+
+
+@dataclass
+class WideResNetConfig(ResNetConfig):
+    depth: int = spec(28, lo=10, doc="WideResNet depth (6n+4)")
+    widen: int = spec(10, lo=1, doc="WideResNet widening factor")
+    dropout: float = spec(0.0, lo=0.0, hi=1.0)
+
+    def check(self, key: str) -> None:
+        if (self.depth - 4) % 6 != 0:
+            raise ConfigError(f"{key}depth: got {self.depth}; WideResNet needs depth = 6n+4 (16, 28, 34, 40)")
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelConfig)
+MODELS.register("wong_mnist")(lambda cfg, c, k, s: WongMNISTNet(c, k, s))
+MODELS.register("small_cnn")(lambda cfg, c, k, s: SmallCNN(c, k, s))
+MODELS.register("preact_resnet18", ResNetConfig)(lambda cfg, c, k, s: PreActResNet18(c, k, norm_factory(cfg.norm_layer)))
+MODELS.register("resnet18", ResNetConfig)(lambda cfg, c, k, s: ResNet18(c, k, norm_factory(cfg.norm_layer)))
+MODELS.register("wide_resnet", WideResNetConfig)(
+    lambda cfg, c, k, s: WideResNet(c, k, cfg.depth, cfg.widen, cfg.dropout, norm_factory(cfg.norm_layer)))
+
+
+def build_model(cfg, shape: tuple[int, int, int], num_classes: int, mean=None, std=None) -> nn.Module:
+    """``cfg`` is a model config; ``shape`` is (C, H, W) of the data set. Returns Sequential(Normalize, net)."""
+    c, h, w = shape
+    net = MODELS.build(cfg, c, num_classes, h)
+    # Always the same two-module shape, so state dicts do not depend on the normalize flag.
+    if not cfg.normalize or mean is None:
+        mean, std = (0.0,) * c, (1.0,) * c
+    lowpass = DCTLowPass(cfg.lowpass, h, w) if cfg.lowpass else None
+    return nn.Sequential(Normalize(mean, std, lowpass), net)
