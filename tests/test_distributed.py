@@ -38,5 +38,9 @@ def test_ddp_two_processes_match_single_process(tmp_path):
             assert b[k] == pytest.approx(a[k], abs=5e-3), k
         for k in ("test_pgd_acc", "val_pgd_acc", "test_fgsm_acc"):
             assert b[k] == pytest.approx(a[k], abs=0.03), k
+    from robustlab.core.io import load_torch
+    last = load_torch(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert len(last["rng_ranks"]) == 2 and last["rng_ranks"][0]["generators"]["attack"].ne(
+        last["rng_ranks"][1]["generators"]["attack"]).any()          # every rank's own attack generator is kept
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["status"] == "finished" and res["final_eval"]["n_examples"] == 100

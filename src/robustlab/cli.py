@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder, checkpoint file, or study folder (best and last checkpoint of every trial); "
                         "omit with --model")
     e.add_argument("--model", default=None, help="a model robustlab did not train: package.module:builder "
-                   "(a callable returning an nn.Module that takes [0,1] inputs); needs --data and --eps")
+                   "(a callable returning an nn.Module that takes [0,1] inputs); needs --data, --weights and --out")
     e.add_argument("--weights", default=None, help="with --model: a .safetensors file or a torch state dict "
                    "(read with weights_only=True)")
     e.add_argument("--data", default=None, help="data set whose test split is attacked (default: the run's own)")
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "pgd+autoattack: AutoAttack on the points PGD left robust")
     e.add_argument("--sanity", type=int, default=200, help="points for the sanity checks (0: skip)")
     e.add_argument("--norm", choices=["linf", "l2"], default=None, help="threat model (default: the run's)")
-    e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps)")
+    e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps; for --model, the data "
+                   "set's convention: MNIST-like 0.3 L-inf / 2.0 L2, otherwise 8/255 / 0.5 as RobustBench)")
     e.add_argument("--alpha", default=None, help="PGD step size (default eps/4)")
     e.add_argument("--steps", type=int, default=50, help="PGD iterations")
     e.add_argument("--restarts", type=int, default=10, help="PGD random restarts (per-sample worst case)")

@@ -49,7 +49,7 @@ def run_eval(args, log=lambda s: None) -> dict:
     if args.out:
         dest = Path(args.out)
     else:
-        eps_v, norm_v = (eps if eps is not None else cfg.method.eps), (args.norm or cfg.method.norm)
+        eps_v, norm_v = (eps if eps is not None else cfg.method.eps), (args.norm or cfg.method.norm)  # a run
         stages = EVAL_ATTACKS.build(proto).stages(eps_v, norm_v)
         ckpt_path = Path(loaded.source)
         base = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent

@@ -37,6 +37,18 @@ def eps_text(x: float, norm: str) -> str:
     return f"{round(k)}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 and k >= 1 else f"{x:g}"
 
 
+MNIST_LIKE = ("mnist", "mnist5k", "fashion_mnist", "digits")
+
+
+def standard_eps(dataset: str, norm: str) -> tuple[float, str]:
+    """The usual radius for a data set when none is given for a model robustlab did not train: the MNIST
+    convention (L-inf 0.3, Madry et al.'s challenge; L2 2.0) for MNIST-like sets, RobustBench's otherwise
+    (L-inf 8/255, L2 0.5). Returns (eps, where it comes from)."""
+    if dataset in MNIST_LIKE:
+        return (0.3, "MNIST convention (L-inf 0.3)") if norm == "linf" else (2.0, "MNIST convention (L2 2.0)")
+    return (8 / 255, "RobustBench convention (L-inf 8/255)") if norm == "linf" else (0.5, "RobustBench convention (L2 0.5)")
+
+
 def protocol_config(attack: str | dict):
     """A protocol config from a name (``"pgd"``) or a mapping (``{"name": "pgd", "steps": 20}``), validated."""
     raw = {"name": attack} if isinstance(attack, str) else dict(attack)
@@ -72,14 +84,20 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
             raise ConfigError(f"{key}: got {value}; must be >= 1")
     if sanity < 0:
         raise ConfigError(f"--sanity: got {sanity}; must be >= 0 (0: skip the checks)")
-    if eps is None and run_cfg is None:
-        raise ConfigError("--eps: required for a model robustlab did not train (e.g. 8/255)")
-    eps = run_cfg.method.eps if eps is None else parse_number(eps, "--eps")
-    if eps <= 0:
-        raise ConfigError(f"--eps: got {eps!r}; must be > 0")
     norm = norm or (run_cfg.method.norm if run_cfg is not None else "linf")
     if norm not in ("linf", "l2"):
         raise ConfigError(f"--norm: got {norm!r}; allowed: linf, l2")
+    eps_source = "given"
+    if eps is None and run_cfg is not None:
+        eps, eps_source = run_cfg.method.eps, "the run's method.eps"
+    elif eps is None:
+        name = data if isinstance(data, str) else getattr(data, "name", None)
+        if name is None:
+            raise ConfigError("--eps: required for a model robustlab did not train, evaluated on tensors (e.g. 8/255)")
+        eps, eps_source = standard_eps(name, norm)
+    eps = parse_number(eps, "--eps")
+    if eps <= 0:
+        raise ConfigError(f"--eps: got {eps!r}; must be > 0")
     proto_cfg = protocol_config(attack)
     protocol = EVAL_ATTACKS.build(proto_cfg)
     stages = protocol.stages(eps, norm)
@@ -100,7 +118,8 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
                       autocast=autocast_factory(precision, dev, key="--precision"), log=log)
     spec = protocol.pgd_spec(eps, norm)
     out = {"checkpoint": loaded.source, "epoch": loaded.epoch, "dataset": dataset, "model": loaded.name,
-           "threat_model": "Linf" if norm == "linf" else "L2", "eps": eps_text(eps, norm), "protocol": name,
+           "threat_model": "Linf" if norm == "linf" else "L2", "eps": eps_text(eps, norm), "eps_source": eps_source,
+           "protocol": name,
            "attack": spec.to_dict() if spec is not None else None, "protocol_config": vars(proto_cfg).copy(),
            "n_examples": n, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
            "stages": res["stages"], "precision": precision, "device": str(dev)}
