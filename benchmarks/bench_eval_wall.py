@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from robustlab.config import ModelConfig
+from robustlab.models import MODELS
 from robustlab.eval.cascade import PGDStage, autoattack_stages, run_cascade
-from robustlab.eval.robust import AttackSpec
+from robustlab.attacks.accuracy import AttackSpec
 from robustlab.models import build_model
 
 
@@ -48,7 +48,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, n in zip(args.models, args.points):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(name=name), (3, 32, 32), 10, (0.5,) * 3, (0.25,) * 3).to(device).eval()
+        model = build_model(MODELS.config_class(name)(name=name), (3, 32, 32), 10, (0.5,) * 3, (0.25,) * 3).to(device).eval()
         x = torch.rand(n, 3, 32, 32, device=device)
         with torch.no_grad():
             y = model(x).argmax(1)

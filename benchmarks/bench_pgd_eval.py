@@ -21,7 +21,7 @@ import torch
 from robustlab.config import config_from_dict
 from robustlab.data import build_data
 from robustlab.engine import train
-from robustlab.engine.checkpoint import load_checkpoint
+from robustlab.core.checkpoint import load_checkpoint
 from robustlab.eval import AttackSpec, evaluate, predict
 from robustlab.models import build_model
 

@@ -115,7 +115,7 @@ def main():
                    "bare_img_s": round(ips["bare"], 1), "ratio": round(ips["robustlab"] / ips["bare"], 3)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    from robustlab.engine.runtime import cpu_has_fast_bf16
+    from robustlab.core.runtime import cpu_has_fast_bf16
     print(f"# machine: {platform.processor() or platform.machine()}, cpu capability {torch.backends.cpu.get_cpu_capability()}, "
           f"native bf16: {cpu_has_fast_bf16()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| model | setting | robustlab img/s | bare PyTorch img/s | robustlab / bare |")

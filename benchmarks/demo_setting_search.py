@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from robustlab.config import config_from_dict
 from robustlab.engine import train

@@ -1,5 +1,7 @@
 """robustlab: adversarial-robustness research in PyTorch.
 
-Layers (data flows one way): data, models, attacks -> methods, optim -> engine (trainer) -> eval -> report -> cli.
+Layers, each importing only those below it (pyproject.toml [tool.importlinter]; docs/architecture.md):
+core -> data, models, attacks, functional -> diagnostics -> methods, optim, report -> config -> engine ->
+eval, sweep -> demo -> cli.
 """
 __version__ = "0.1.0"

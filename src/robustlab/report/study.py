@@ -13,7 +13,7 @@ from pathlib import Path
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import parse_number
-from robustlab.report.runs import _plt, load_run, write_comparison_report
+from robustlab.report.runs import _plt, write_comparison_report
 from robustlab.report.table import study_rows
 from robustlab.core.layout import trial_dir
 

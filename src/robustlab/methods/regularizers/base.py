@@ -53,6 +53,23 @@ class RandomPointsConfig(RegularizerConfig):
     clip_box: bool = spec(True, doc="clip the random points to [0,1] (the ELLE CIFAR code does not)")
 
 
+@dataclass
+class ELLECodeWeightsConfig(RegularizerConfig):
+    """LLR and CURE as the ELLE scripts run them: on/off weight by default, published weights per eps (in px)
+    that assume the scripts' batch-mean input gradients (``mean_grad_quirk``)."""
+    mean_grad_quirk: bool = spec(False, doc="batch-mean input gradients, as the ELLE code (its weights assume it)")
+    default_schedule: typing.ClassVar[str] = "onoff"
+    published: typing.ClassVar[dict] = {}
+
+    def default_weight(self, eps: float, key: str) -> float:
+        px = round(eps * 255)
+        if self.mean_grad_quirk and px in self.published and abs(eps * 255 - px) < 1e-6:
+            return float(self.published[px])
+        raise ConfigError(f"{key}weight: no published value for eps={eps:.4g}"
+                          + ("" if self.mean_grad_quirk else " without mean_grad_quirk (the published weights assume it)")
+                          + f"; set weight explicitly (published, with the quirk: {self.published} at eps in px)")
+
+
 REGULARIZERS: Registry[type["Regularizer"]] = Registry("regularizer", RegularizerConfig)
 
 

@@ -10,21 +10,15 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
-from robustlab.core.schema import spec
 from robustlab.functional import ce_loss_fn, cure_term
-from robustlab.methods.regularizers.base import REGULARIZERS, Regularizer, RegularizerConfig
-from robustlab.methods.regularizers.llr import published_weight
+from robustlab.methods.regularizers.base import REGULARIZERS, ELLECodeWeightsConfig, Regularizer
 
 CURE_LAMBDA_PX = {8: 1000, 16: 50000}           # ELLE repo scripts (with the quirk), onoff
 
 
 @dataclass
-class CUREConfig(RegularizerConfig):
-    mean_grad_quirk: bool = spec(False, doc="batch-mean input gradients, as the ELLE code (its weights assume it)")
-    default_schedule: typing.ClassVar[str] = "onoff"
-
-    def default_weight(self, eps: float, key: str) -> float:
-        return published_weight(CURE_LAMBDA_PX, self.mean_grad_quirk, eps, key)
+class CUREConfig(ELLECodeWeightsConfig):
+    published: typing.ClassVar[dict] = CURE_LAMBDA_PX
 
 
 @REGULARIZERS.register("cure", CUREConfig)
