@@ -6,7 +6,7 @@
 Checks, each timed and reported pass / fail / skipped with its figures:
 
 1. ``fp16_two_pass``: the trainer in fp16 with loss scaling, through a two-pass ``step(closure)`` (the plug-in
-   test's SAM-shaped optimizer ``test_twopass``) on a BatchNorm model: finite weights, scale state, BN
+   test's SAM-shaped minimiser ``test_twopass``) on a BatchNorm model: finite weights, scale state, BN
    statistics counted once per step. On CPU: fp32 with the loss scaler switched on (exact, see
    tests/test_step_closure.py), since fp16 autocast needs CUDA.
 2. ``bf16_channels_last``: the trainer with bf16 autocast and channels_last (PGD-AT): images/s.
@@ -77,7 +77,7 @@ def check_fp16_two_pass(device: str, tmp: Path) -> dict:
     from robustlab.optim import LossScaler
     cuda = device == "cuda"
     raw = base_config(device, model={"name": "test_bn_net"}, method={"name": "fgsm", "eps": "8/255"},
-                      optim={"name": "test_twopass", "lr": 0.05, "rho": 0.05}, train={"precision": "fp16" if cuda else "fp32"})
+                      optim={"name": "sgd", "lr": 0.05, "minimizer": {"name": "test_twopass", "rho": 0.05}}, train={"precision": "fp16" if cuda else "fp32"})
     if cuda:
         res, sec = train_run(raw, tmp / "fp16")
     else:                      # the scaler's code path on CPU: fp32 with scaling switched on

@@ -3,7 +3,8 @@
 
 - ``test_logit_penalty``: a regulariser (mean squared logit at random points of the eps-ball);
 - ``test_aux_head``: a method that owns a trainable module (a head on the logits) and counts epochs in a hook;
-- ``test_twopass``: an optimizer that calls the closure twice per step (a SAM-like ascent, then descent);
+- ``test_twopass``: a minimiser (optimizer component) that calls the closure twice per step (SAM's shape), over any
+  base optimiser;
 - ``test_weight_norm``: a diagnostic with state (how often it measured);
 - ``test_bn_net``: a model with BatchNorm, to check that running statistics see each batch once.
 """
@@ -30,8 +31,7 @@ from robustlab.diagnostics import DIAGNOSTICS, Diagnostic, DiagnosticConfig
 from robustlab.methods import METHODS, REGULARIZERS, Method, MethodConfig, Regularizer
 from robustlab.methods.regularizers import RandomPointsConfig
 from robustlab.models import MODELS
-from robustlab.optim import OPTIMIZERS
-from robustlab.optim.minimizer import SGD, SGDConfig
+from robustlab.optim import MINIMIZERS, Minimizer, MinimizerConfig
 
 TESTS = Path(__file__).resolve().parent
 
@@ -85,16 +85,16 @@ class AuxHead(Method):
 
 
 @dataclass
-class TwoPassConfig(SGDConfig):
+class TwoPassConfig(MinimizerConfig):
     rho: float = spec(0.05, lo=0.0, doc="ascent radius")
 
 
-@OPTIMIZERS.register("test_twopass", TwoPassConfig)
-class TwoPass(SGD):
+@MINIMIZERS.register("test_twopass", TwoPassConfig)
+class TwoPass(Minimizer):
     """SAM's shape: ascend by rho g/||g|| (pass 0), take the gradient there (pass 1), restore, base step."""
 
-    def __init__(self, cfg, params, bctx=None):
-        super().__init__(cfg, params, bctx)
+    def __init__(self, cfg, base, bctx=None):
+        super().__init__(cfg, base, bctx)
         self.passes = 0
 
     def step(self, closure):
@@ -161,7 +161,7 @@ def plugin_config(epochs=3):
             "model": {"name": "test_bn_net"},
             "method": {"name": "test_aux_head", "eps": 0.1, "aux_weight": 0.5,
                        "regularizers": [{"name": "test_logit_penalty", "weight": 0.01}]},
-            "optim": {"name": "test_twopass", "lr": 0.05, "rho": 0.05, "schedule": "cyclic"},
+            "optim": {"name": "sgd", "lr": 0.05, "schedule": "cyclic", "minimizer": {"name": "test_twopass", "rho": 0.05}},
             "train": {"epochs": epochs, "progress": "none", "threads": 1},
             "monitor": {"eval_points": 200, "val_points": 100, "attack_steps": 2,
                         "diagnostics": [{"name": "test_weight_norm"}, {"name": "linearity", "points": 64, "every": 2}]},
@@ -176,7 +176,7 @@ def test_plugins_train_with_their_own_configs(tmp_path):
     from robustlab.config import config_from_dict
     from robustlab.engine import train
     cfg = config_from_dict(plugin_config(epochs=2))
-    assert cfg.optim.rho == 0.05 and cfg.method.aux_weight == 0.5 and cfg.method.regularizers[0].clip_box
+    assert cfg.optim.minimizer.rho == 0.05 and cfg.method.aux_weight == 0.5 and cfg.method.regularizers[0].clip_box
     res = train(cfg, tmp_path / "run", log=lambda s: None)
     assert res["status"] == "finished"
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -197,9 +197,8 @@ def test_plugins_train_with_their_own_configs(tmp_path):
 def test_unknown_key_of_a_plugin_names_its_keys():
     from robustlab.config import ConfigError, config_from_dict
     raw = plugin_config()
-    raw["optim"]["momentun"] = 0.9
-    with pytest.raises(ConfigError, match=r"optim\.momentun: unknown key; allowed keys here: name, lr, weight_decay, "
-                                          r"schedule, momentum, nesterov, rho"):
+    raw["optim"]["minimizer"]["rh0"] = 0.1
+    with pytest.raises(ConfigError, match=r"optim\.minimizer\.rh0: unknown key; allowed keys here: name, rho$"):
         config_from_dict(raw)
     with pytest.raises(ConfigError, match=r"plugins\[0\]: cannot import 'no_such_module'"):
         config_from_dict({"plugins": ["no_such_module"]})

@@ -19,7 +19,7 @@ def test_extending_examples_register_and_train(tmp_path, tiny_cfg, monkeypatch):
     tiny_cfg.update({"plugins": ["docs_components"],
                      "method": {"name": "mixed_at", "eps": 0.1, "steps": 2, "clean_weight": 0.5,
                                 "regularizers": [{"name": "logit_squeeze"}]},
-                     "optim": {"name": "sgd_lookahead_pass", "lr": 0.05, "rho": 0.05}})
+                     "optim": {"name": "sgd", "lr": 0.05, "minimizer": {"name": "lookahead_pass", "rho": 0.05}}})
     tiny_cfg["train"]["epochs"] = 2
     cfg = config_from_dict(tiny_cfg)
     assert cfg.method.regularizers[0].weight == 0.05              # the example's default weight, resolved

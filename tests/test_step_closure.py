@@ -18,7 +18,7 @@ def two_pass_config(epochs=2):
     return {"seed": 0, "plugins": ["test_components"],
             "data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
             "model": {"name": "test_bn_net"}, "method": {"name": "fgsm", "eps": 0.1},
-            "optim": {"name": "test_twopass", "lr": 0.05, "rho": 0.05},
+            "optim": {"name": "sgd", "lr": 0.05, "minimizer": {"name": "test_twopass", "rho": 0.05}},
             "train": {"epochs": epochs, "progress": "none", "threads": 1},
             "monitor": {"eval_points": 64, "attack_steps": 2, "diagnostics": []}, "final_eval": {"points": 0}}
 
@@ -41,8 +41,8 @@ def test_loss_scaling_through_a_two_pass_closure_is_exact(tmp_path, monkeypatch)
 
 def test_overflow_skips_the_update_and_backs_off_the_scale():
     p = torch.nn.Parameter(torch.ones(3))
-    from robustlab.optim.minimizer import SGD
-    opt = SGD(config_from_dict({"optim": {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}}).optim, [p])
+    from robustlab.optim import build_optimizer
+    opt = build_optimizer(config_from_dict({"optim": {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}}).optim, [p])
     scaler = LossScaler(True, torch.device("cpu"), init_scale=8.0)
     opt.guard = scaler.finite
 

@@ -280,6 +280,7 @@ class Trainer:
         per_epoch = len(self.loader)
         total = per_epoch * cfg.train.epochs
         self.method.on_epoch_start(EpochContext(epoch, step, self.model))
+        self.optimizer.on_epoch_start(EpochContext(epoch, step, self.model))
         self.train_model.train()
         for m in self.method_modules.values():
             m.train()

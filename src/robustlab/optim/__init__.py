@@ -1,8 +1,9 @@
-"""Optimizers (minimisers behind ``step(closure)``), learning-rate schedules and fp16 loss scaling."""
-from robustlab.optim.minimizer import (OPTIMIZERS, AdamW, Minimizer, OptimizerConfig, SGD, build_optimizer,
-                                       set_hyperparameters)
+"""Optimizers: base optimisers (base.py) inside minimisers behind ``step(closure)`` (minimizer.py), learning-rate
+schedules (schedules.py) and fp16 loss scaling per closure pass (precision.py)."""
+from robustlab.optim.base import OPTIMIZERS, OptimizerConfig, build_optimizer, set_hyperparameters
+from robustlab.optim.minimizer import MINIMIZERS, Minimizer, MinimizerConfig, Plain
 from robustlab.optim.precision import LossScaler
 from robustlab.optim.schedules import LR_SCHEDULES, Schedule, ScheduleConfig
 
-__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "AdamW", "LossScaler", "Minimizer", "OptimizerConfig", "SGD", "Schedule",
-           "ScheduleConfig", "build_optimizer", "set_hyperparameters"]
+__all__ = ["LR_SCHEDULES", "MINIMIZERS", "OPTIMIZERS", "LossScaler", "Minimizer", "MinimizerConfig", "OptimizerConfig",
+           "Plain", "Schedule", "ScheduleConfig", "build_optimizer", "set_hyperparameters"]

@@ -1,15 +1,18 @@
-r"""Optimizer components: every update goes through ``step(closure)``, in every precision.
+r"""How an optimiser step uses the loss: minimisers behind ``step(closure)``, in every precision.
 
-A :class:`Minimizer` wraps a torch base optimizer. The trainer never calls ``backward`` itself: it hands
-``step`` a closure that zeroes the gradients, evaluates the method's loss (pass ``k`` of the step: the
-closure counts its calls), back-propagates it and, in fp16, unscales the gradients. A plain minimiser calls
-the closure once and then :meth:`Minimizer.base_step`; a SAM-type one calls it twice (ascend, evaluate,
-restore) before :meth:`base_step`. ``base_step`` is skipped when the step's ``guard`` says the gradients
-overflowed (fp16 loss scaling, see precision.py). ``state_dict`` holds the base optimiser's state and the
-minimiser's own, so a resume is exact.
+``optim`` names the base optimiser (``sgd``, ``adamw``: lr, weight decay, schedule; :mod:`robustlab.optim.base`)
+and ``optim.minimizer`` how each step uses the closure (``plain``: once; SAM-type and AWP: several passes)::
 
-Add an optimizer: subclass :class:`Minimizer` (override ``build_base`` and/or ``step``), give it a config
-dataclass, register it in :data:`OPTIMIZERS`.
+    optim: {name: sgd, lr: 0.1, momentum: 0.9, minimizer: {name: plain}}
+
+The trainer never calls ``backward`` itself: it hands ``step`` a closure that zeroes the gradients, evaluates the
+method's loss (pass ``k`` of the step: the closure counts its calls), back-propagates it and, in fp16, unscales
+the gradients. A minimiser calls the closure as often as its algorithm needs and then :meth:`Minimizer.base_step`,
+which the step's ``guard`` vetoes when a pass overflowed (fp16 loss scaling, precision.py). ``state_dict`` holds
+the base optimiser's state and the minimiser's own, so a resume is exact.
+
+Add a minimiser: subclass :class:`Minimizer` (override ``step``), give it a config dataclass, register it in
+:data:`MINIMIZERS` (docs/extending.md).
 """
 from __future__ import annotations
 
@@ -19,49 +22,27 @@ from typing import Callable
 
 import torch
 
-from robustlab.core.errors import ConfigError
+from robustlab.core.context import BuildContext, EpochContext
 from robustlab.core.registry import Registry
-from robustlab.core.schema import component, spec
-from robustlab.optim.schedules import LR_SCHEDULES, ScheduleConfig  # noqa: F401  (LR_SCHEDULES: the schedule field)
+from robustlab.core.schema import spec
 
 
 @dataclass
-class OptimizerConfig:
-    """Keys every optimizer accepts."""
-    name: str = spec("sgd", doc="a registered optimizer (robustlab list optimizers)")
-    lr: float = spec(0.1, lo=0.0, lo_open=True, doc="peak learning rate")
-    weight_decay: float = spec(5e-4, lo=0.0)
-    schedule: ScheduleConfig = component(LR_SCHEDULES, "cyclic", doc="learning-rate schedule")
+class MinimizerConfig:
+    name: str = spec("plain", doc="a registered minimiser (robustlab list minimizers)")
 
 
-@dataclass
-class SGDConfig(OptimizerConfig):
-    momentum: float = spec(0.9, lo=0.0, hi=1.0)
-    nesterov: bool = spec(False)
-
-
-@dataclass
-class AdamWConfig(OptimizerConfig):
-    betas: list[float] = spec(default_factory=lambda: [0.9, 0.999], doc="AdamW betas")
-
-    def check(self, key: str) -> None:
-        if len(self.betas) != 2:
-            raise ConfigError(f"{key}betas: got {self.betas!r}; expected two numbers")
-
-
-OPTIMIZERS: Registry[type["Minimizer"]] = Registry("optimizer", OptimizerConfig)
+MINIMIZERS: Registry[type["Minimizer"]] = Registry("minimizer", MinimizerConfig)
 
 
 class Minimizer:
-    Config = OptimizerConfig
+    Config = MinimizerConfig
 
-    def __init__(self, cfg, params, bctx=None):
+    def __init__(self, cfg, base: torch.optim.Optimizer, bctx: BuildContext | None = None):
         self.cfg = cfg
-        self.base = self.build_base(cfg, list(params))
+        self.base = base
+        self.bctx = bctx
         self.guard: Callable[[], bool] | None = None   # set by the trainer (fp16: the loss scaler's finite())
-
-    def build_base(self, cfg, params) -> torch.optim.Optimizer:
-        raise NotImplementedError
 
     @property
     def param_groups(self) -> list[dict]:
@@ -80,11 +61,10 @@ class Minimizer:
             self.base.step()
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """One pass: loss and gradients from the closure, then the base update."""
-        with torch.enable_grad():
-            loss = closure()
-        self.base_step()
-        return loss
+        raise NotImplementedError
+
+    def on_epoch_start(self, ectx: EpochContext) -> None:
+        """Called before each epoch (warm-ups, schedules of the minimiser's own)."""
 
     def extra_state(self) -> dict:
         """The minimiser's own state (none for a plain one)."""
@@ -101,33 +81,12 @@ class Minimizer:
         self.load_extra_state(state.get("own", {}))
 
 
-@OPTIMIZERS.register("sgd", SGDConfig)
-class SGD(Minimizer):
-    """SGD with momentum, optional Nesterov, and weight decay (torch.optim.SGD)."""
+@MINIMIZERS.register("plain")
+class Plain(Minimizer):
+    """One pass: the loss's gradient, then the base optimiser's update."""
 
-    def build_base(self, cfg, params):
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
-
-
-@OPTIMIZERS.register("adamw", AdamWConfig)
-class AdamW(Minimizer):
-    """AdamW (torch.optim.AdamW): decoupled weight decay."""
-
-    def build_base(self, cfg, params):
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-
-def build_optimizer(cfg, params, bctx=None) -> Minimizer:
-    return OPTIMIZERS.build(cfg, params, bctx)
-
-
-def set_hyperparameters(optimizer: Minimizer, schedule, lr_max: float, t: int, total: int, per_epoch: int) -> float:
-    """Write the lr (and cyclic momentum) that ``schedule`` gives iteration ``t`` into every param group."""
-    lr = schedule.lr_at(lr_max, t, total, per_epoch)
-    mom = schedule.momentum_at(lr_max, t, total, per_epoch)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-        if mom is not None and "momentum" in group:
-            group["momentum"] = mom
-    return lr
+    def step(self, closure):
+        with torch.enable_grad():
+            loss = closure()
+        self.base_step()
+        return loss
