@@ -73,6 +73,11 @@ class MonitorConfig:
     attack_restarts: int = spec(1, lo=1)
     attack_alpha: typing.Optional[float] = spec(None, lo=0.0, doc="default eps/4")
     fgsm: bool = spec(True, doc="also report FGSM accuracy (shows catastrophic overfitting)")
+    train_points: int = spec(0, lo=0, doc="training points (with their training labels, noisy or random) evaluated "
+                                           "each epoch: trainset_clean_acc, trainset_pgd_acc (memorisation)")
+    grad_norm: bool = spec(True, doc="log the squared global gradient norm sum_p ||dL/dp||^2 of every step: epoch "
+                                     "mean and max (gradient instability)")
+    grad_norm_trace: bool = spec(False, doc="also write every step's value to grad_norm_trace.jsonl")
     diagnostics: list[DiagnosticConfig] = components(DIAGNOSTICS, "measured after epochs (robustlab list diagnostics)",
                                                      default_factory=_default_diagnostics)
     co_action: str = spec("none", choices=["none", "stop", "rollback"],

@@ -4,7 +4,7 @@ with a hook overridden (``init_delta``, ``transform``, ``loss``, ``ascent_direct
 For each restart r = 1..R and step t = 1..T:
 
 .. math::
-    \delta_0 &= \mathrm{init}(\text{zero} \mid U[-k\varepsilon, k\varepsilon]),\\
+    \delta_0 &= \mathrm{init}(\text{zero} \mid U[-k\varepsilon, k\varepsilon] \mid \sigma\,\mathcal N(0, I)),\\
     g_t &= \nabla_\delta\, \ell\big(f(\mathrm{transform}(x+\delta_t)), y\big),\\
     \delta_{t+1} &= \Pi_{[0,1]-x}\,\Pi_{\varepsilon}\big(\delta_t + \mathrm{step}(g_t, \alpha)\big)
 
@@ -17,8 +17,10 @@ batch, which saves compute and can only make the robust-accuracy verdict stronge
 Attacks never leave gradients on model parameters (only the input gradient is taken) and restore every
 module's train/eval flag on exit. They are re-entrant: an attack object holds settings only; per-call data
 (a reference the loss compares against, such as GAT's clean probabilities or TRADES' clean distribution) is
-passed as ``ref`` and travels with the working set; :meth:`IterativeAttack.bind` returns a copy for another
-model or radius (a training method binds its attack to the current model and ramped eps each batch).
+passed as ``ref`` (a tensor or a dict of tensors, one row per point) and travels with the working set;
+:meth:`IterativeAttack.bind` returns a copy for another model, radius or objective (a training method binds its
+attack to the current model and ramped eps each batch). The ascended quantity is the per-sample ``objective(logits,
+y, ref)`` (default cross-entropy; robustlab.attacks.objectives has the KL, MART and temporal-ensembling ones).
 """
 from __future__ import annotations
 
@@ -29,13 +31,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.modes import attack_mode
-from robustlab.attacks.threat import get_threat
+from robustlab.attacks.threat import gaussian, get_threat
+
+
+def rows_of(ref, index):
+    """Rows ``index`` of a per-point reference: a tensor, a dict of tensors, or None."""
+    if ref is None:
+        return None
+    if isinstance(ref, dict):
+        return {k: v[index] for k, v in ref.items()}
+    return ref[index]
 
 
 class IterativeAttack:
     def __init__(self, model: nn.Module, eps: float, alpha: float, steps: int, *, norm: str = "linf",
                  random_init: float = 0.0, project: bool = True, clip_box: bool = True, restarts: int = 1,
-                 mode: str = "eval", early_stop: bool | None = None, generator: torch.Generator | None = None):
+                 mode: str = "eval", early_stop: bool | None = None, generator: torch.Generator | None = None,
+                 init_std: float = 0.0, objective=None):
         if eps < 0 or alpha < 0 or steps < 1 or restarts < 1:
             raise ValueError(f"attack: need eps >= 0, alpha >= 0, steps >= 1, restarts >= 1; got eps={eps}, "
                              f"alpha={alpha}, steps={steps}, restarts={restarts}")
@@ -49,9 +61,12 @@ class IterativeAttack:
         self.mode = mode
         self.early_stop = (mode == "eval") if early_stop is None else early_stop
         self.generator = generator
+        self.init_std = float(init_std)      # > 0: start at sigma N(0, I) (TRADES, MART), whatever the threat model
+        self.objective = objective           # per-sample (logits, y, ref) -> [B]; None: cross-entropy
 
-    def bind(self, model: nn.Module | None = None, eps: float | None = None, alpha: float | None = None) -> "IterativeAttack":
-        """A copy of this attack for ``model`` and/or another radius and step (settings otherwise shared)."""
+    def bind(self, model: nn.Module | None = None, eps: float | None = None, alpha: float | None = None,
+             objective=None) -> "IterativeAttack":
+        """A copy of this attack for ``model`` and/or another radius, step or objective (settings otherwise shared)."""
         out = copy.copy(self)
         if model is not None:
             out.model = model
@@ -59,6 +74,8 @@ class IterativeAttack:
             out.eps = float(eps)
         if alpha is not None:
             out.alpha = float(alpha)
+        if objective is not None:
+            out.objective = objective
         return out
 
     def __repr__(self) -> str:
@@ -67,6 +84,8 @@ class IterativeAttack:
 
     # ---- hooks -------------------------------------------------------------------------------------
     def init_delta(self, x: torch.Tensor) -> torch.Tensor:
+        if self.init_std > 0:
+            return self.init_std * gaussian(x.shape, x, self.generator)
         if self.random_init == 0:
             return torch.zeros_like(x)
         return self.threat.random_init(x, self.random_init * self.eps, self.generator)
@@ -75,8 +94,11 @@ class IterativeAttack:
         """Input transformation before the forward pass (identity; DI overrides it)."""
         return x_adv
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample loss to ascend (cross-entropy); ``ref`` is the per-sample reference given to the call."""
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, ref=None) -> torch.Tensor:
+        """Per-sample quantity to ascend: ``objective(logits, y, ref)``, cross-entropy by default; ``ref`` is the
+        per-sample reference given to the call."""
+        if self.objective is not None:
+            return self.objective(logits, y, ref)
         return F.cross_entropy(logits.float(), y, reduction="none")
 
     def ascent_direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:
@@ -116,7 +138,7 @@ class IterativeAttack:
                 idx = robust.nonzero().squeeze(1) if self.early_stop else torch.arange(len(x), device=x.device)
                 if len(idx) == 0:
                     break
-                delta, fooled, loss = self._run(x[idx], y[idx], None if ref is None else ref[idx], final_check=True)
+                delta, fooled, loss = self._run(x[idx], y[idx], rows_of(ref, idx), final_check=True)
                 take = fooled | (robust[idx] & (loss > best_loss[idx]))
                 best[idx[take]] = delta[take]
                 best_loss[idx] = torch.where(take, loss, best_loss[idx])
@@ -163,7 +185,7 @@ class IterativeAttack:
                         state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
                                  for k, v in state.items()}
                         active, xa, ya, da, step, frozen = ids[keep], xa[keep], ya[keep], da[keep], step[keep], None
-                        ra = None if ra is None else ra[keep]
+                        ra = rows_of(ra, keep)
                         if len(active) == 0:
                             break
                     else:
@@ -177,7 +199,7 @@ class IterativeAttack:
         if final_check:
             rest = ids if frozen is None else ids[~frozen]
             if len(rest):
-                logits, loss = self._forward_loss(x[rest], delta[rest], y[rest], None if ref is None else ref[rest])
+                logits, loss = self._forward_loss(x[rest], delta[rest], y[rest], rows_of(ref, rest))
                 fooled[rest] = logits.argmax(1) != y[rest]
                 loss_out[rest] = loss.float()
         return delta, fooled, loss_out

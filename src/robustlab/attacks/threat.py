@@ -16,6 +16,11 @@ def uniform(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
 
 
+def gaussian(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
+    """N(0, 1) samples on ``like``'s device and dtype, drawn from ``generator`` (or the global RNG)."""
+    return _randn(shape, like, generator)
+
+
 def _randn(shape, like: torch.Tensor, generator):
     if generator is None:
         return torch.randn(shape, device=like.device, dtype=like.dtype)

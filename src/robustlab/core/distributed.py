@@ -67,6 +67,20 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of ``t`` concatenated in rank order (ranks may hold different numbers of rows)."""
+        if not self.enabled:
+            return t
+        n = torch.tensor([len(t)], device=t.device)
+        sizes = [torch.zeros_like(n) for _ in range(self.world)]
+        dist.all_gather(sizes, n)
+        sizes = [int(v) for v in sizes]
+        padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=t.device)
+        padded[:len(t)] = t
+        parts = [torch.zeros_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)])
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -3,6 +3,7 @@ per-epoch measurements of the model (:data:`DIAGNOSTICS`: ``linearity``)."""
 from robustlab.diagnostics.base import DIAGNOSTICS, Diagnostic, DiagnosticConfig
 from robustlab.diagnostics.catastrophic import co_fires, co_onset, co_onset_in_metrics
 from robustlab.diagnostics.linearity import Linearity, linearity_diagnostics
+from robustlab.diagnostics.overfitting import robust_overfitting
 
 __all__ = ["DIAGNOSTICS", "Diagnostic", "DiagnosticConfig", "Linearity", "co_fires", "co_onset", "co_onset_in_metrics",
-           "linearity_diagnostics"]
+           "linearity_diagnostics", "robust_overfitting"]

@@ -36,10 +36,10 @@ from robustlab.config import Config, ConfigError, config_from_dict
 from robustlab.core import checkpoint as ckpt_io
 from robustlab.core.context import BuildContext, EpochContext, StepContext
 from robustlab.core.distributed import DistContext
-from robustlab.core.io import read_json, save_torch, write_json, write_jsonl, write_text
+from robustlab.core.io import read_json, read_jsonl, save_torch, write_json, write_jsonl, write_text
 from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
-from robustlab.diagnostics import DIAGNOSTICS, co_fires
+from robustlab.diagnostics import DIAGNOSTICS, co_fires, robust_overfitting
 from robustlab.engine.env import environment
 from robustlab.engine.progress import progress_mode, wrap
 from robustlab.methods import build_method
@@ -128,6 +128,9 @@ class Trainer:
         n_eval = min(cfg.monitor.eval_points, len(self.data.test))
         n_val = min(cfg.monitor.val_points or len(self.data.val), len(self.data.val))
         self.eval_sets = {"val": self._on_device(self.data.val, n_val), "test": self._on_device(self.data.test, n_eval)}
+        if cfg.monitor.train_points:
+            self.eval_sets["trainset"] = self._on_device(self.data.train, min(cfg.monitor.train_points, len(self.data.train)))
+        self.trainable = list(self.model.parameters()) + self.method_params
 
     def _on_device(self, data, n: int | None = None):
         """The first n points of a split, this rank's share of them, on the device."""
@@ -288,6 +291,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         extra: dict[str, torch.Tensor] = {}
+        gn_sum, gn_max, trace = torch.zeros((), device=self.device), torch.zeros((), device=self.device), []
         seen, lr = 0, 0.0
         t0 = time.perf_counter()
         for i, batch in enumerate(wrap(self.loader, mode, per_epoch, f"epoch {epoch + 1}/{cfg.train.epochs}")):
@@ -305,6 +309,11 @@ class Trainer:
             correct += (out.logits.detach().argmax(1) == batch.y).sum()
             for k, v in out.metrics.items():
                 extra[k] = extra.get(k, 0.0) + v.detach().float() * n
+            if "grad_norm_sq" in ctx:
+                gn_sum += ctx["grad_norm_sq"]
+                gn_max = torch.maximum(gn_max, ctx["grad_norm_sq"])
+                if cfg.monitor.grad_norm_trace:
+                    trace.append(ctx["grad_norm_sq"])
             seen += n
             if (i + 1) % NONFINITE_CHECK_EVERY == 0 and self.dist.any(bad):
                 raise Diverged(f"non-finite loss in epoch {epoch + 1}, step {i + 1}")
@@ -316,8 +325,19 @@ class Trainer:
         seen = sums[2]
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": sums[0] / seen, "train_acc": sums[1] / seen}
         row.update({k: sums[3 + j] / seen for j, k in enumerate(keys)})
+        if cfg.monitor.grad_norm:   # every rank holds the same all-reduced gradients: no reduction needed
+            row["grad_norm_sq_mean"], row["grad_norm_sq_max"] = (gn_sum / per_epoch).item(), gn_max.item()
+        if trace:
+            self._write_trace(epoch + 1, torch.stack(trace).tolist())
         row["seconds"] = time.perf_counter() - t0
         return row, step
+
+    def _write_trace(self, epoch: int, values: list[float]) -> None:
+        """grad_norm_trace.jsonl: one line per epoch with every step's squared gradient norm (a rerun of an epoch
+        after a resume replaces its line)."""
+        path = self.run_dir / "grad_norm_trace.jsonl"
+        rows = [r for r in read_jsonl(path) if r["epoch"] < epoch] + [{"epoch": epoch, "grad_norm_sq": values}]
+        self._write(write_jsonl, path, rows)
 
     def _step(self, batch, progress: float):
         """Craft the method's inputs (through the plain model), then one ``optimizer.step(closure)``: the
@@ -336,6 +356,8 @@ class Trainer:
             self.scaler.scale(out.loss).backward()
             self._sync_method_grads()
             self.scaler.unscale_(self.optimizer.params())
+            if not outputs and self.cfg.monitor.grad_norm:
+                ctx["grad_norm_sq"] = squared_grad_norm(self.trainable)
             outputs.append(out)
             return out.loss
 
@@ -359,7 +381,7 @@ class Trainer:
         row = {}
         specs = self._monitor_specs()
         for split, (x, y) in self.eval_sets.items():
-            if (split == "val" and len(self.data.val) == 0) or (split == "test" and len(self.data.test) == 0):
+            if len(getattr(self.data, split if split != "trainset" else "train")) == 0:
                 continue
             res = self._evaluate(x, y, specs, self.autocast)
             row[f"{split}_clean_acc"] = res["clean"]
@@ -384,6 +406,8 @@ class Trainer:
                 self.model.load_state_dict(ckpt_io.load_checkpoint(path, self.device)["model"])
             res = self._evaluate(x, y, [spec])
             out[which] = {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"]}
+        if "best" in out and "last" in out:      # robust overfitting under the final protocol
+            out["best_minus_last"] = out["best"]["robust_acc"] - out["last"]["robust_acc"]
         # leave the model holding the last weights
         self.model.load_state_dict(ckpt_io.load_checkpoint(self.ckpt_dir / "last.pt", self.device)["model"])
         return out
@@ -391,10 +415,19 @@ class Trainer:
     def _write_results(self, status, history, best, seconds, final=None, message="") -> dict:
         res = {"status": status, "message": message, "epochs_completed": len(history),
                "epochs": self.cfg.train.epochs, "best_epoch": best.get("epoch", 0),
+               "robust_overfitting": robust_overfitting(history),
                "last": history[-1] if history else {}, "final_eval": final or {}, "train_seconds": seconds,
                "co_epoch": next((r["epoch"] for r in history if r.get("co_fired")), None)}
         self._write(write_json, self.run_dir / "results.json", res)
         return res
+
+
+def squared_grad_norm(params) -> torch.Tensor:
+    """sum_p ||dL/dp||^2 over the parameters that have a gradient, on the device (no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
 
 
 def format_row(row: dict) -> str:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack
+from robustlab.attacks.objectives import PlusTE, cross_entropy
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import spec
 from robustlab.data.loader import Batch
-from robustlab.methods.base import METHODS, Method, MethodConfig
+from robustlab.functional.losses import te_penalty
+from robustlab.methods.base import METHODS, LossOutput, Method, MethodConfig
+from robustlab.methods.temporal_ensembling import TEConfig, TemporalEnsemble
 
 
 @METHODS.register("standard")
@@ -51,12 +55,21 @@ class AttackTraining(Method):
         ramp = self.cfg.eps_ramp_epochs
         return self.cfg.eps * min(1.0, progress / ramp) if ramp else self.cfg.eps
 
+    def attack_reference(self, model, batch: Batch, ctx: dict):
+        """(per-point reference, objective) for this batch's attack; (None, None): the attack's own. Subclasses
+        put what their loss needs into ``ctx`` too (TRADES: the clean distribution; TE: the targets)."""
+        return None, None
+
     def prepare(self, model, batch: Batch, progress: float) -> dict:
         eps = self.eps_at(progress)
+        ctx = {"eps": eps}
+        ref, objective = self.attack_reference(model, batch, ctx)
         if eps == 0:
-            return {"x_train": batch.x, "eps": 0.0}
-        attack = self.attack.bind(model, eps, eps * self._alpha_ratio)
-        return {"x_train": attack(batch.x, batch.y), "eps": eps}
+            ctx["x_train"] = batch.x
+            return ctx
+        attack = self.attack.bind(model, eps, eps * self._alpha_ratio, objective=objective)
+        ctx["x_train"] = attack(batch.x, batch.y, ref)
+        return ctx
 
 
 @METHODS.register("fgsm")
@@ -104,25 +117,75 @@ class NFGSMTraining(AttackTraining):
         return NFGSM(None, cfg.eps, cfg.alpha, cfg.init_scale, norm=cfg.norm, mode=cfg.bn_mode, generator=self.generator)
 
 
+class TEMethod(AttackTraining):
+    """An adversarial method with optional temporal ensembling (``te``): the memory is updated with the clean
+    eval-mode probabilities of every batch from the first TE epoch on, and the targets go into ``ctx``."""
+
+    def __init__(self, cfg, bctx):
+        super().__init__(cfg, bctx)
+        self.te = TemporalEnsemble(cfg.te, bctx) if getattr(cfg, "te", None) is not None else None
+
+    def te_targets(self, model, batch: Batch, ctx: dict, p_clean=None):
+        """Update the memory, put the targets and the weight into ``ctx``; returns the targets (None if inactive)."""
+        if self.te is None or not self.te.active:
+            return None
+        p_clean = self.te.clean_probs(model, batch.x) if p_clean is None else p_clean
+        ctx["te_target"], ctx["te_weight"] = self.te.update(batch.index, p_clean), self.te.weight_now
+        return ctx["te_target"]
+
+    def add_te(self, out: LossOutput, logits, ctx: dict) -> LossOutput:
+        """R_TE = w/(BK) sum_ik (softmax(logits) - q)^2 added to the loss, when TE is active."""
+        if "te_target" in ctx:
+            term = te_penalty(logits, ctx["te_target"], ctx["te_weight"]).mean()
+            out.loss = out.loss + term
+            out.metrics["te_term"] = term.detach()
+        if self.te is not None:
+            out.metrics["te_weight"] = torch.tensor(self.te.weight_now, device=logits.device)
+        return out
+
+    def on_epoch_start(self, ectx):
+        super().on_epoch_start(ectx)
+        if self.te is not None:
+            self.te.on_epoch_start(ectx.epoch)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), **({"te": self.te.state_dict()} if self.te is not None else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.te is not None:
+            self.te.load_state_dict(state["te"])
+
+
 @dataclass
 class PGDConfig(AttackConfig):
     steps: int = spec(10, lo=1, doc="attack iterations")
     alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default 2.5 eps / steps: 2/255 at 8/255, 10 steps)")
     random_start: bool = spec(True, doc="start from a uniform point of the eps-ball")
+    te: typing.Optional[TEConfig] = spec(None, doc="temporal ensembling (PGD-AT+TE): {weight, momentum, start, end, unit}")
 
     def resolve(self, parent, key: str) -> None:
         self.alpha = 2.5 * self.eps / self.steps if self.alpha is None else self.alpha
 
 
 @METHODS.register("pgd")
-class PGDTraining(AttackTraining):
+class PGDTraining(TEMethod):
     r"""PGD-AT (Madry et al., 2018): :math:`\min_\theta \mathbb E \max_{\lVert\delta\rVert\le\varepsilon} \ell(f_\theta(x+\delta), y)`,
-    inner max by PGD with ``steps`` steps of ``alpha`` from a uniform random start."""
+    inner max by PGD with ``steps`` steps of ``alpha`` from a uniform random start. With ``te`` (PGD-AT+TE, spec
+    2.3): the attack ascends CE + R_TE at x', and the loss adds R_TE at x_adv."""
     Config = PGDConfig
 
     def build_attack(self, cfg):
         return PGD(None, cfg.eps, cfg.alpha, cfg.steps, random_start=cfg.random_start, norm=cfg.norm,
                    mode=cfg.bn_mode, early_stop=False, generator=self.generator)
+
+    def attack_reference(self, model, batch, ctx):
+        q = self.te_targets(model, batch, ctx)
+        return (None, None) if q is None else ({"te_target": q}, PlusTE(cross_entropy, ctx["te_weight"]))
+
+    def objective(self, model, batch, ctx, logits=None):
+        out = super().objective(model, batch, ctx, logits)
+        return self.add_te(out, out.logits, ctx)
 
 
 @dataclass

@@ -64,11 +64,13 @@ def _html_page(title: str, sections: list[tuple[str, str]]) -> str:
 
 
 def _final_row(run: RunRecord) -> dict:
+    from robustlab.diagnostics import robust_overfitting
     last = run.results.get("last") or (run.metrics[-1] if run.metrics else {})
     fe = run.results.get("final_eval", {})
     return {"status": run.results.get("status", "unknown"), "epochs": run.results.get("epochs_completed", len(run.metrics)),
             "clean": last.get("test_clean_acc"), "pgd": last.get("test_pgd_acc"), "fgsm": last.get("test_fgsm_acc"),
             "best_pgd": max((m.get("test_pgd_acc") or 0.0 for m in run.metrics), default=None),
+            "pgd_gap": robust_overfitting(run.metrics, "test_pgd_acc").get("gap"),
             "final_clean": fe.get("last", {}).get("clean_acc"), "final_robust": fe.get("last", {}).get("robust_acc"),
             "final_best_robust": fe.get("best", {}).get("robust_acc"),
             "protocol": fe.get("protocol"), "seconds": run.results.get("train_seconds")}
@@ -80,14 +82,26 @@ def write_run_report(run_dir: str | Path) -> Path:
     out = run.path / "report"
     out.mkdir(exist_ok=True)
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    from robustlab.diagnostics import robust_overfitting
+    grad = any("grad_norm_sq_mean" in m for m in run.metrics)
+    fig, axes = plt.subplots(1, 3 + grad, figsize=(5 * (3 + grad), 4))
     epochs = [m["epoch"] for m in run.metrics]
-    for key, label in CURVES + [("train_acc", "train (method inputs)")]:
+    for key, label in CURVES + [("trainset_pgd_acc", "PGD on training points"), ("train_acc", "train (method inputs)")]:
         vals = [m.get(key) for m in run.metrics]
         if any(v is not None for v in vals):
             axes[0].plot(epochs, [math.nan if v is None else v for v in vals], marker="o", ms=3, label=label)
-    axes[0].set(title="test accuracy", xlabel="epoch", ylim=(0, 1))
-    axes[0].legend()
+    ro = robust_overfitting(run.metrics, "test_pgd_acc")
+    if ro:
+        axes[0].axvline(ro["best_epoch"], color="grey", ls=":", lw=1)
+        axes[0].annotate(f"best PGD {ro['best']:.3f} (epoch {ro['best_epoch']}); last - best {-ro['gap']:+.3f}",
+                         (ro["best_epoch"], ro["best"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    axes[0].set(title="accuracy (test subset unless stated)", xlabel="epoch", ylim=(0, 1))
+    axes[0].legend(fontsize=8)
+    if grad:
+        for key, label in (("grad_norm_sq_mean", "epoch mean"), ("grad_norm_sq_max", "epoch max")):
+            axes[3].plot(epochs, [m.get(key) for m in run.metrics], marker="o", ms=3, label=label)
+        axes[3].set(title="squared global gradient norm", xlabel="epoch", yscale="log")
+        axes[3].legend(fontsize=8)
     axes[1].plot(epochs, [m.get("train_loss") for m in run.metrics], marker="o", ms=3)
     axes[1].set(title="train loss", xlabel="epoch")
     axes[2].plot(epochs, [m.get("lr") for m in run.metrics], marker="o", ms=3)
@@ -133,6 +147,31 @@ def _plot_groups(ax, runs: dict[str, list[RunRecord]], key: str) -> None:
         ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
 
 
+def _mark_best_epochs(ax, runs: dict[str, list[RunRecord]]) -> None:
+    """Each run's best robust epoch as a marker on its group's curve colour (robust overfitting: the best epoch
+    is well before the last)."""
+    from robustlab.diagnostics import robust_overfitting
+    for line, group in zip(ax.get_lines(), runs.values()):
+        for r in group:
+            ro = robust_overfitting(r.metrics, "test_pgd_acc")
+            if ro:
+                ax.plot([ro["best_epoch"]], [ro["best"]], marker="*", ms=10, color=line.get_color(), ls="none")
+
+
+def _plot_grad_norms(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
+    """Gradient instability: the epoch mean and max of the squared global gradient norm, per group (log scale)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (key, title) in zip(axes, [("grad_norm_sq_mean", "squared gradient norm, epoch mean"),
+                                       ("grad_norm_sq_max", "squared gradient norm, epoch max")]):
+        _plot_groups(ax, runs, key)
+        ax.set(title=title, xlabel="epoch", ylabel="sum_p ||dL/dp||^2")
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _plot_diagnostics(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
     """The per-epoch linearity diagnostics of every group, with each run's CO onset as a dotted line in its
     group's colour: ELLE's error and the FGSM-PGD gap jump, the gradient cosine drops, when CO sets in."""
@@ -168,7 +207,10 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), sharey=True)
     for ax, (key, label) in zip(axes, CURVES):
         _plot_groups(ax, runs, key)
-        ax.set(title=f"test {label} accuracy", xlabel="epoch", ylim=(0, 1))
+        if key == "test_pgd_acc":
+            _mark_best_epochs(ax, runs)
+        ax.set(title=f"test {label} accuracy" + (" (stars: each run's best epoch)" if key == "test_pgd_acc" else ""),
+               xlabel="epoch", ylim=(0, 1))
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=90)
@@ -176,10 +218,13 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     if any("diag_elle_error" in m for g in runs.values() for r in g for m in r.metrics):
         _plot_diagnostics(plt, runs, out / "diagnostics.png")
         extra_images = [("Linearity diagnostics (fixed training batch; dotted lines: CO onsets)", "diagnostics.png")] + list(extra_images)
+    if any("grad_norm_sq_mean" in m for g in runs.values() for r in g for m in r.metrics):
+        _plot_grad_norms(plt, runs, out / "grad_norms.png")
+        extra_images = [("Gradient instability (squared global gradient norm per step)", "grad_norms.png")] + list(extra_images)
     protocols = {_final_row(r)["protocol"] for g in runs.values() for r in g} - {None}
     final_name = protocols.pop() if len(protocols) == 1 else "final eval"
     header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)",
-              f"{final_name} last (mean)", f"{final_name} best ckpt (mean)"]
+              "best - last PGD (mean)", f"{final_name} last (mean)", f"{final_name} best ckpt (mean)"]
     header.append("CO runs")
     rows = []
     for name, group in runs.items():
@@ -187,6 +232,7 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
         pgd = _mean_spread([f["pgd"] for f in finals])
         row = [name, len(group), _mean_spread([f["clean"] for f in finals])[0], pgd[0], pgd[1], pgd[2],
                _mean_spread([f["fgsm"] for f in finals])[0], _mean_spread([f["best_pgd"] for f in finals])[0],
+               _mean_spread([f["pgd_gap"] for f in finals])[0],
                _mean_spread([f["final_robust"] for f in finals])[0], _mean_spread([f["final_best_robust"] for f in finals])[0]]
         row.append(f"{sum(co_onset_in_metrics(r.metrics) is not None for r in group)}/{len(group)}")
         rows.append(row)

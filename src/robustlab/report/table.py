@@ -7,8 +7,12 @@ from pathlib import Path
 
 from robustlab.core.io import read_json, read_jsonl, write_text
 from robustlab.core.layout import load_manifest, trial_dir
+from robustlab.diagnostics import robust_overfitting
 
-METRIC_COLUMNS = ["test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "val_clean_acc", "val_pgd_acc"]
+METRIC_COLUMNS = ["test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "val_clean_acc", "val_pgd_acc",
+                  "trainset_clean_acc", "trainset_pgd_acc"]
+# robust overfitting (the monitor's per-epoch PGD curve: best, its epoch, last, best - last) and gradient instability
+OVERFITTING_COLUMNS = ["best_pgd", "best_pgd_epoch", "last_pgd", "pgd_gap", "grad_norm_sq_max"]
 
 
 def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
@@ -16,7 +20,7 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
     manifest = load_manifest(study_dir)
     keys = manifest["keys"]
     study_eval = read_json(study_dir / "study_eval.json") if (study_dir / "study_eval.json").is_file() else None
-    header = ["trial", *keys, "status", "epochs", *METRIC_COLUMNS, "best_epoch", "final_protocol",
+    header = ["trial", *keys, "status", "epochs", *METRIC_COLUMNS, "best_epoch", *OVERFITTING_COLUMNS, "final_protocol",
               "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "train_seconds", "message"]
     rows = []
     for t in manifest["trials"]:
@@ -31,6 +35,11 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
                "final_robust_acc": (fe.get("last") or {}).get("robust_acc"),
                "final_best_robust_acc": (fe.get("best") or {}).get("robust_acc"),
                "train_seconds": res.get("train_seconds"), "message": res.get("message", "")}
+        ro = res.get("robust_overfitting") or robust_overfitting(metrics)
+        row.update({"best_pgd": ro.get("best"), "best_pgd_epoch": ro.get("best_epoch"), "last_pgd": ro.get("last"),
+                    "pgd_gap": ro.get("gap"),
+                    "grad_norm_sq_max": max((m["grad_norm_sq_max"] for m in metrics if m.get("grad_norm_sq_max") is not None),
+                                            default=None)})
         row.update(_eval_columns(study_eval, t["name"], run))
         rows.append(row)
     if study_eval:
