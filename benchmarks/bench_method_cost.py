@@ -1,4 +1,5 @@
-"""Epoch cost of each single-step method relative to FGSM-AT, in one process on the same data.
+"""Epoch cost of each method relative to a reference method (FGSM-AT, or PGD-10-AT with --reference PGD-10), in
+one process on the same data.
 
 Each method trains on the same first N batches of mnist5k (Wong net, and the small CNN) through the
 trainer's own epoch loop (no evaluation); methods alternate across rounds; median of rounds.
@@ -8,8 +9,12 @@ Pass counts per batch of B images (F = forward, Bw = backward through the networ
   + GradAlign: two input gradients (+2F + 2Bw), one with create_graph, then the double backward
     through the second (~ +2Bw): about 3x; LLR similar (one gradient with create_graph, one more
     forward); CURE two input gradients with a double backward.
+  Memorisation line, against PGD-10-AT's 11F + 11Bw: TRADES 10 KL-attack passes + 2F + 2Bw (x' and x in train mode)
+  + 1 clean eval-mode F for the reference: 12F + 12Bw + 1F, ~1.1x by passes; MART the same passes as TRADES;
+  AWP one more F + Bw of the training loss (12F + 12Bw, 1.09x); TE one clean eval-mode F (12F + 11Bw, ~1.05x).
 Usage: python benchmarks/bench_method_cost.py [--batches 8] [--rounds 3] [--models wong_mnist small_cnn]
-       [--methods FGSM FGSM+ELLE ...] [--no-keep-heap]
+       [--methods FGSM FGSM+ELLE ...] [--reference FGSM] [--no-keep-heap]
+       python benchmarks/bench_method_cost.py --reference PGD-10 --methods TRADES MART PGD-10+AWP TRADES+AWP PGD-10+TE TRADES+TE
 """
 from __future__ import annotations
 
@@ -35,12 +40,21 @@ METHODS = {
     "FGSM+GradAlign": {"name": "fgsm", "regularizers": [{"name": "gradalign"}]},
     "FGSM+LLR": {"name": "fgsm", "regularizers": [{"name": "llr", "weight": 1.0}]},
     "FGSM+CURE": {"name": "fgsm", "regularizers": [{"name": "cure", "weight": 1.0}]},
+    "PGD-10": {"name": "pgd", "steps": 10},
+    "TRADES": {"name": "trades", "steps": 10},
+    "MART": {"name": "mart", "steps": 10},
+    "PGD-10+TE": {"name": "pgd", "steps": 10, "te": {"start": 0, "end": 0, "unit": "epoch"}},
+    "TRADES+TE": {"name": "trades", "steps": 10, "te": {"start": 0, "end": 0, "unit": "epoch"}},
+    "PGD-10+AWP": {"name": "pgd", "steps": 10, "_minimizer": {"name": "awp", "gamma": 0.01}},
+    "TRADES+AWP": {"name": "trades", "steps": 10, "_minimizer": {"name": "awp", "gamma": 0.005}},
 }
 
 
 def epoch_runner(model: str, method: dict, batches: int, batch: int, keep_heap: bool = True):
+    method = dict(method)
+    minimizer = method.pop("_minimizer", {"name": "plain"})
     cfg = config_from_dict({"data": {"name": "mnist5k", "val_size": 0, "batch_size": batch}, "model": {"name": model},
-                            "method": {"eps": 0.1, **method},
+                            "method": {"eps": 0.1, **method}, "optim": {"minimizer": minimizer},
                             "train": {"epochs": 1, "progress": "none", "cpu_keep_heap": keep_heap},
                             "monitor": {"diagnostics": []}})
     t = Trainer(cfg, "/nonexistent")
@@ -57,14 +71,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help=f"a subset of: {', '.join(METHODS)}")
+    ap.add_argument("--reference", default="FGSM", choices=list(METHODS), help="the method the costs are relative to")
     ap.add_argument("--no-keep-heap", action="store_true", help="glibc's default allocator behaviour (train.cpu_keep_heap=false)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"| model | method | seconds per {args.batches} batches | relative to FGSM |")
+    ref = args.reference
+    print(f"| model | method | seconds per {args.batches} batches | relative to {ref} |")
     print("|---|---|---|---|")
     for model in args.models:
         runners = {k: epoch_runner(model, METHODS[k], args.batches, args.batch, not args.no_keep_heap)
-                   for k in ["FGSM"] + [m for m in args.methods if m != "FGSM"]}
+                   for k in [ref] + [m for m in args.methods if m != ref]}
         for run in runners.values():
             run()  # warm-up
         times = {k: [] for k in runners}
@@ -75,7 +91,7 @@ def main():
                 times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
         for k, v in med.items():
-            print(f"| {model} | {k} | {v:.3f} | {v / med['FGSM']:.2f}x |", flush=True)
+            print(f"| {model} | {k} | {v:.3f} | {v / med[ref]:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -67,9 +67,12 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from robustlab.demo import run_demo
+    from robustlab.demo import list_demos, run_demo
 
-    run_demo(args.out, seeds=args.seeds, workers=args.workers)
+    if args.list:
+        print(list_demos())
+        return 0
+    run_demo(args.out, seeds=args.seeds, workers=args.workers, name=args.name)
     return 0
 
 
@@ -125,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path")
     r.set_defaults(func=_cmd_report)
 
-    d = sub.add_parser("demo", help="CPU-scale catastrophic-overfitting study on mnist5k (minutes)")
-    d.add_argument("--out", default="runs/demo", help="study folder (rerun to resume)")
+    d = sub.add_parser("demo", help="a CPU-scale study on embedded data (minutes); default: catastrophic overfitting")
+    d.add_argument("name", nargs="?", default="co", help="which demo (robustlab demo --list)")
+    d.add_argument("--list", action="store_true", help="list the demos and exit")
+    d.add_argument("--out", default=None, help="study folder (default runs/demo, runs/demo-NAME; rerun to resume)")
     d.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the demo config's 2; 3 is the recorded evidence, ~12 min)")
     d.add_argument("--workers", type=int, default=None, help="runs at a time (default 2)")
     d.set_defaults(func=_cmd_demo)

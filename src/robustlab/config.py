@@ -47,6 +47,7 @@ class DataConfig:
     name: str = spec("mnist5k", doc="a registered data set (robustlab list datasets)")
     root: typing.Optional[str] = spec(None, doc="folder with the on-disk files; default $ROBUSTLAB_DATA or ~/.cache/robustlab/data")
     val_size: int = spec(500, lo=0, doc="training images held out (seeded) for validation / early stopping")
+    train_size: int = spec(0, lo=0, doc="train on a seeded subset of this many of the remaining images (0: all)")
     batch_size: int = spec(128, lo=1)
     eval_batch_size: int = spec(500, lo=1)
     crop_padding: int = spec(0, lo=0, doc="random crop with this zero padding (0: off)")

@@ -1,9 +1,13 @@
-"""``robustlab demo``: the main job on embedded data, a CPU-scale study of catastrophic overfitting.
+"""``robustlab demo [NAME]``: the main job on embedded data, as named CPU-scale studies (each under 10 minutes on
+2 CPU cores). ``robustlab demo --list`` lists them; without a name the catastrophic-overfitting demo runs.
 
-The demo is an ordinary study (``configs/demo.yaml`` inside the package): FGSM-AT, N-FGSM-AT, FGSM +
-GradAlign, FGSM + ELLE, FGSM + ELLE-A and PGD-5-AT, 2 seeds each (``seeds=3``: the recorded evidence), on injected-feature mnist5k (the
-weights were searched at this scale: docs/demo-setting.md); ``robustlab sweep`` machinery runs it and the
-study report draws it (curves, linearity diagnostics with CO onsets, table). Rerunning resumes: finished runs are skipped, interrupted ones continue.
+A demo is an ordinary study file inside the package (``configs/<name>.yaml``); ``robustlab sweep`` machinery runs it
+and the study report draws it. Rerunning resumes: finished runs are skipped, interrupted ones continue.
+
+- ``co`` (default, ``configs/demo.yaml``): FGSM-AT, N-FGSM-AT, FGSM + GradAlign, FGSM + ELLE, FGSM + ELLE-A and
+  PGD-5-AT on injected-feature mnist5k (weights searched at this scale: docs/demo-setting.md).
+- ``memorisation`` (``configs/memorisation.yaml``): adversarial training on random labels (PGD-AT, TRADES) and the
+  best-last robust gap of PGD-AT with and without TE and AWP (settings searched: docs/memorisation.md).
 """
 from __future__ import annotations
 
@@ -12,18 +16,30 @@ from pathlib import Path
 
 import yaml
 
+from robustlab.core.errors import ConfigError
 from robustlab.sweep import expand_study, run_sweep
 
+DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N-FGSM, GradAlign, ELLE, ELLE-A, PGD-AT)"),
+         "memorisation": ("memorisation.yaml", "random labels (PGD-AT, TRADES) and robust overfitting (PGD-AT, +TE, +AWP)")}
+DEFAULT = "co"
 
-def demo_study_raw() -> dict:
-    return yaml.safe_load(resources.files("robustlab").joinpath("configs/demo.yaml").read_text())
+
+def demo_study_raw(name: str = DEFAULT) -> dict:
+    if name not in DEMOS:
+        raise ConfigError(f"demo: got {name!r}; allowed: {', '.join(DEMOS)}")
+    return yaml.safe_load(resources.files("robustlab").joinpath("configs", DEMOS[name][0]).read_text())
 
 
-def run_demo(out: str | Path = "runs/demo", seeds: int | None = None, log=print, raw: dict | None = None,
-             workers: int | None = None) -> Path:
-    raw = raw or demo_study_raw()
+def list_demos() -> str:
+    return "\n".join(f"{name:14s}{desc}" + (" (default)" if name == DEFAULT else "") for name, (_, desc) in DEMOS.items())
+
+
+def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print, raw: dict | None = None,
+             workers: int | None = None, name: str = DEFAULT) -> Path:
+    raw = raw or demo_study_raw(name)
     if seeds is not None:
         raw = {**raw, "grid": {**raw.get("grid", {}), "seed": list(range(seeds))}}
-    study = expand_study(raw, source="demo")
+    study = expand_study(raw, source="demo" if name == DEFAULT else f"demo-{name}")
+    out = out or ("runs/demo" if name == DEFAULT else f"runs/demo-{name}")
     summary = run_sweep(study, out, workers=workers, log=log)
     return Path(summary["report"]).parent

@@ -13,7 +13,7 @@ from robustlab.data.dataset import DataBundle, DataError, ImageSet, channel_stat
 from robustlab.data.inject import class_carriers, inject_carriers
 from robustlab.data.loader import Batch, DeviceLoader
 from robustlab.data.labels import symmetric_noise
-from robustlab.data.splits import split_validation
+from robustlab.data.splits import split_validation, subset_training
 from robustlab.core.registry import Registry
 
 # name -> reader(root) -> (train, test, num_classes)
@@ -51,6 +51,7 @@ def build_data(cfg, seed: int) -> DataBundle:
     root = Path(cfg.root) if cfg.root else default_root()
     train, test, num_classes = DATASETS.get(cfg.name)(root)
     train, val = split_validation(train, cfg.val_size, seed) if cfg.val_size else (train, test.subset(slice(0, 0)))
+    train = subset_training(train, cfg.train_size, seed)
     mean, std = channel_stats(train.x)
     if cfg.inject.kind != "none":
         carriers = class_carriers(num_classes, tuple(train.x.shape[1:]))
@@ -64,4 +65,4 @@ def build_data(cfg, seed: int) -> DataBundle:
 
 
 __all__ = ["DATASETS", "Batch", "DataBundle", "DataError", "DeviceLoader", "ImageSet", "build_data",
-           "class_carriers", "inject_carriers", "split_validation", "to_float"]
+           "class_carriers", "inject_carriers", "split_validation", "subset_training", "to_float"]

@@ -26,12 +26,20 @@ def git_commit() -> str | None:
         return None
 
 
+def kernel_path() -> dict:
+    """Which CPU kernels this process runs: torch's dispatch level and the variables that select it. The same seed
+    gives other trajectories on another path (docs: claims are counted over several paths)."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+            "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+
+
 def environment(device: torch.device, seed: int) -> dict:
     import numpy
     env = {"robustlab": robustlab.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
            "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-           "seed": seed, "git_commit": git_commit(), "command": sys.argv,
+           "seed": seed, "git_commit": git_commit(), "command": sys.argv, "kernel_path": kernel_path(),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
