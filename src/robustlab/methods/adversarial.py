@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack
+from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack, IterativeAttack
 from robustlab.attacks.objectives import PlusTE, cross_entropy
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import spec
@@ -37,6 +37,24 @@ class AttackConfig(MethodConfig):
     def check(self, key: str) -> None:
         if self.eps <= 0:
             raise ConfigError(f"{key}eps: got {self.eps!r}; method {self.name!r} needs eps > 0")
+
+
+@dataclass
+class NoiseStartConfig(AttackConfig):
+    """TRADES and MART attack: ``steps`` steps of ``alpha`` (default eps/4) from x + ``init_std`` N(0, I), eval mode."""
+    steps: int = spec(10, lo=1, doc="attack iterations")
+    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="attack step (default eps/4)")
+    init_std: float = spec(0.001, lo=0.0, doc="attack start x + init_std N(0, I)")
+    bn_mode: str = spec("eval", choices=["train", "eval"], doc="BatchNorm/dropout mode while the attack runs")
+
+    def resolve(self, parent, key: str) -> None:
+        self.alpha = self.eps / 4 if self.alpha is None else self.alpha
+
+
+def noise_start_attack(cfg: NoiseStartConfig, generator, objective) -> IterativeAttack:
+    """Sign (L-inf) or normalised (L2) ascent on a per-sample objective from x + init_std N(0, I), projected."""
+    return IterativeAttack(None, cfg.eps, cfg.alpha, cfg.steps, norm=cfg.norm, project=True, mode=cfg.bn_mode,
+                           early_stop=False, generator=generator, init_std=cfg.init_std, objective=objective)
 
 
 class AttackTraining(Method):

@@ -10,29 +10,20 @@ x + 0.001 N(0, I), ``steps`` steps of ``alpha`` (default eps/4; the reference's 
 """
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from robustlab.attacks import IterativeAttack
 from robustlab.attacks.objectives import cross_entropy
 from robustlab.core.schema import spec
 from robustlab.functional.losses import boosted_ce, kl_per_sample
-from robustlab.methods.adversarial import AttackConfig, AttackTraining
+from robustlab.methods.adversarial import AttackTraining, NoiseStartConfig, noise_start_attack
 from robustlab.methods.base import METHODS, LossOutput
 
 
 @dataclass
-class MARTConfig(AttackConfig):
+class MARTConfig(NoiseStartConfig):
     beta: float = spec(5.0, lo=0.0, doc="weight of the misclassification-aware KL (5 ResNet-18, 6 WRN-34-10)")
-    steps: int = spec(10, lo=1, doc="attack iterations")
-    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="attack step (default eps/4)")
-    init_std: float = spec(0.001, lo=0.0, doc="attack start x + init_std N(0, I)")
-    bn_mode: str = spec("eval", choices=["train", "eval"], doc="BatchNorm/dropout mode while the attack runs")
-
-    def resolve(self, parent, key: str) -> None:
-        self.alpha = self.eps / 4 if self.alpha is None else self.alpha
 
 
 @METHODS.register("mart")
@@ -40,8 +31,7 @@ class MART(AttackTraining):
     Config = MARTConfig
 
     def build_attack(self, cfg):
-        return IterativeAttack(None, cfg.eps, cfg.alpha, cfg.steps, norm=cfg.norm, project=True, mode=cfg.bn_mode,
-                               early_stop=False, generator=self.generator, init_std=cfg.init_std, objective=cross_entropy)
+        return noise_start_attack(cfg, self.generator, cross_entropy)
 
     def objective(self, model, batch, ctx, logits=None):
         logits_adv = model(ctx["x_train"]) if logits is None else logits

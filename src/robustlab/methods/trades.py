@@ -22,32 +22,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from robustlab.attacks import IterativeAttack
+from robustlab.attacks.modes import attack_mode
 from robustlab.attacks.objectives import PlusTE, kl_to_clean
 from robustlab.core.schema import spec
 from robustlab.functional.losses import kl_per_sample
-from robustlab.methods.adversarial import AttackConfig, TEMethod
+from robustlab.methods.adversarial import NoiseStartConfig, TEMethod, noise_start_attack
 from robustlab.methods.base import METHODS, LossOutput
 from robustlab.methods.temporal_ensembling import TEConfig
 
 
 @dataclass
-class TRADESConfig(AttackConfig):
+class TRADESConfig(NoiseStartConfig):
     beta: float = spec(6.0, lo=0.0, doc="weight of the KL term (6 for CIFAR; 1.0 in the MNIST recipe)")
-    steps: int = spec(10, lo=1, doc="attack iterations")
-    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="attack step (default eps/4)")
-    init_std: float = spec(0.001, lo=0.0, doc="attack start x + init_std N(0, I)")
-    bn_mode: str = spec("eval", choices=["train", "eval"], doc="BatchNorm/dropout mode while the attack runs")
     te: typing.Optional[TEConfig] = spec(None, doc="temporal ensembling (TRADES+TE)")
-
-    def resolve(self, parent, key: str) -> None:
-        self.alpha = self.eps / 4 if self.alpha is None else self.alpha
-
-
-def kl_attack(cfg, generator) -> IterativeAttack:
-    """Sign (L-inf) or normalised (L2) ascent on a per-sample objective from x + init_std N(0, I), projected."""
-    return IterativeAttack(None, cfg.eps, cfg.alpha, cfg.steps, norm=cfg.norm, project=True, mode=cfg.bn_mode,
-                           early_stop=False, generator=generator, init_std=cfg.init_std, objective=kl_to_clean)
 
 
 @METHODS.register("trades")
@@ -55,7 +42,7 @@ class TRADES(TEMethod):
     Config = TRADESConfig
 
     def build_attack(self, cfg):
-        return kl_attack(cfg, self.generator)
+        return noise_start_attack(cfg, self.generator, kl_to_clean)
 
     def attack_reference(self, model, batch, ctx):
         p_clean = self.te_clean_probs(model, batch)
@@ -65,7 +52,6 @@ class TRADES(TEMethod):
 
     def te_clean_probs(self, model, batch):
         """The clean distribution in the attack's mode (eval by default), detached: the attack's reference."""
-        from robustlab.attacks.modes import attack_mode
         with torch.no_grad(), attack_mode(model, self.cfg.bn_mode):
             return F.softmax(model(batch.x).float(), 1)
 
