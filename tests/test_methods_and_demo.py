@@ -78,3 +78,15 @@ def test_small_demo_end_to_end(tmp_path):
     assert (report / "curves.png").is_file() and (report / "report.html").is_file()
     assert "| FGSM-AT | 1 |" in md and "| PGD-AT | 1 |" in md
     assert (tmp_path / "demo" / "trials" / "001-label-PGD-AT_name-pgd_steps-2_seed-0" / "results.json").is_file()
+
+
+def test_named_demos_list_and_validate():
+    import subprocess
+    import sys
+    from robustlab.demo import DEMOS
+    out = subprocess.run([sys.executable, "-m", "robustlab", "demo", "--list"], capture_output=True, text=True)
+    assert out.returncode == 0 and all(name in out.stdout for name in DEMOS) and "(default)" in out.stdout
+    for name in DEMOS:                        # every embedded demo is a valid study
+        assert len(expand_study(demo_study_raw(name)).trials) >= 4
+    bad = subprocess.run([sys.executable, "-m", "robustlab", "demo", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation" in bad.stderr

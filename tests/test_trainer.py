@@ -214,7 +214,7 @@ def test_keep_cpu_heap_keeps_freed_activation_memory():
     on the next step); without it glibc unmaps it at once."""
     code = textwrap.dedent("""
         import sys, torch
-        from robustlab.engine.runtime import keep_cpu_heap
+        from robustlab.core.runtime import keep_cpu_heap
         if sys.argv[1] == "keep":
             assert keep_cpu_heap()
         page = 4096

@@ -204,12 +204,15 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     out.mkdir(parents=True, exist_ok=True)
     runs = {label: [load_run(p) for p in paths] for label, paths in groups.items()}
     plt = _plt()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), sharey=True)
-    for ax, (key, label) in zip(axes, CURVES):
+    curves = [(k, label) for k, label in CURVES + [("trainset_pgd_acc", "PGD on training points (training labels)")]
+              if any(m.get(k) is not None for g in runs.values() for r in g for m in r.metrics)] or CURVES[:1]
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), sharey=True)
+    for ax, (key, label) in zip(axes, curves):
         _plot_groups(ax, runs, key)
         if key == "test_pgd_acc":
             _mark_best_epochs(ax, runs)
-        ax.set(title=f"test {label} accuracy" + (" (stars: each run's best epoch)" if key == "test_pgd_acc" else ""),
+        where = "" if key.startswith("trainset") else "test "
+        ax.set(title=f"{where}{label} accuracy" + (" (stars: each run's best epoch)" if key == "test_pgd_acc" else ""),
                xlabel="epoch", ylim=(0, 1))
     axes[0].legend()
     fig.tight_layout()
