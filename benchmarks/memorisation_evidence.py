@@ -6,9 +6,10 @@
 Every figure is read from the runs' metrics.jsonl and env.json (kernel path); the criteria are fixed here, before
 looking at the numbers:
 
-- random labels: a run **fits** the random labels adversarially when its final PGD-10 accuracy on the noisy training
-  points is >= 0.5 (chance ~0.1); it **collapses** when that accuracy first reached >= 0.5 and ends below 0.2;
-  instability is the largest per-epoch max of the squared gradient norm (``grad_norm_sq_max``) over the run.
+- random labels: a run **fits** the random labels adversarially when it finishes and its final PGD-10 accuracy on the
+  noisy training points is >= 0.5 (chance ~0.1); it **collapses** when that accuracy first reached >= 0.5 and ends
+  below 0.2; it **diverges** when the trainer stopped it on a non-finite loss (status ``diverged``); instability is
+  the largest per-epoch max of the squared gradient norm (``grad_norm_sq_max``) over the run.
 - robust overfitting: the gap best - last of the monitor's per-epoch test PGD accuracy (``pgd_gap``); a run
   **overfits** when the gap is >= 0.05; a method **narrows** the gap when its gap is below PGD-AT's for the same
   seed and kernel path.
@@ -57,20 +58,24 @@ def random_labels(records: list[dict]) -> str:
     groups = defaultdict(list)
     for r in records:
         groups[(r["label"], r["eps"], r["path"])].append(r)
-    lines = ["| method | eps | kernel path | runs | fit (final PGD on noisy train >= 0.5) | collapsed after fitting | "
-             "final PGD on noisy train, mean (min-max) | peak | max squared grad norm |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | eps | kernel path | runs | fit (final PGD on noisy train >= 0.5) | collapsed after fitting | diverged | "
+             "final PGD on noisy train, mean (min-max) | peak | max squared grad norm |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (label, eps, path), group in sorted(groups.items()):
-        finals, peaks, spikes, fit, collapsed = [], [], [], 0, 0
+        finals, peaks, spikes, fit, collapsed, diverged, n = [], [], [], 0, 0, 0, 0
         for r in group:
             curve = [m.get("trainset_pgd_acc") for m in r["metrics"] if m.get("trainset_pgd_acc") is not None]
             if not curve:
                 continue
-            finals.append(curve[-1])
+            n += 1
             peaks.append(max(curve))
             spikes.append(max(m.get("grad_norm_sq_max") or 0.0 for m in r["metrics"]))
+            if r["status"] == "diverged":
+                diverged += 1
+                continue
+            finals.append(curve[-1])
             fit += curve[-1] >= 0.5
             collapsed += max(curve) >= 0.5 and curve[-1] < 0.2
-        lines.append(f"| {label} | {eps:g} | {path} | {len(finals)} | {fit}/{len(finals)} | {collapsed}/{len(finals)} | "
+        lines.append(f"| {label} | {eps:g} | {path} | {n} | {fit}/{n} | {collapsed}/{n} | {diverged}/{n} | "
                      f"{fmt(finals)} | {fmt(peaks)} | {fmt(spikes)} |")
     return "\n".join(lines)
 

@@ -63,6 +63,8 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_cfg, monkey
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "cut", log=lambda s: None)
     assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 2
+    cut = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert cut["status"] == "interrupted" and cut["interrupted_at"]      # a dead run does not look alive
     monkeypatch.setattr(Trainer, "_step", original)
     res = train(cfg, tmp_path / "cut", log=lambda s: None)
     assert res["status"] == "finished"
@@ -227,3 +229,47 @@ def test_keep_cpu_heap_keeps_freed_activation_memory():
     kept = {mode: float(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
                                        check=True).stdout.split()[-1]) for mode in ("keep", "default")}
     assert kept["keep"] > 150 and kept["default"] < 50, kept
+
+
+def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path, tiny_cfg):
+    tiny_cfg["data"]["name"] = "mnist5k"
+    tiny_cfg["train"]["epochs"] = 3
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_cfg))
+    cmd = [sys.executable, "-m", "robustlab", "train", str(path), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(metrics) if metrics.exists() else []) < 1:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130 and "interrupted; rerun" in proc.stderr.read()
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["status"] in ("interrupted", "finished")              # finished only if the kill came too late
+    if res["status"] == "interrupted":
+        assert subprocess.run(cmd, capture_output=True).returncode == 0
+        assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "finished"
+
+
+def test_output_files_respect_the_umask(tmp_path):
+    from robustlab.core.io import write_json
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        write_json(tmp_path / "b.json", {"x": 1})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_version_and_list():
+    out = subprocess.run([sys.executable, "-m", "robustlab", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("robustlab ")
+    out = subprocess.run([sys.executable, "-m", "robustlab", "list", "minimizers"], capture_output=True, text=True)
+    assert out.returncode == 0 and "awp  (gamma=0.01, warmup_epochs=0)" in out.stdout and "plain" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "robustlab", "list"], capture_output=True, text=True)
+    for kind in ("methods:", "regularizers:", "optimizers:", "models:", "datasets:", "attacks:"):
+        assert kind in out.stdout
+    assert "trades  (" in out.stdout and "beta=6.0" in out.stdout

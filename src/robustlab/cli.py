@@ -76,9 +76,21 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_list(args) -> int:
+    from robustlab.listing import describe_registries
+    print(describe_registries(args.kind))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import robustlab
+    from robustlab.listing import KINDS
     p = argparse.ArgumentParser(prog="robustlab", description="Adversarial-robustness research: train, attack, evaluate.")
+    p.add_argument("--version", action="version", version=f"robustlab {robustlab.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    li = sub.add_parser("list", help="the registered components (methods, models, ...) with their config keys and defaults")
+    li.add_argument("kind", nargs="?", choices=list(KINDS), default=None, help="one kind (default: all)")
+    li.set_defaults(func=_cmd_list)
 
     t = sub.add_parser("train", help="train one run from a YAML config (rerun to resume)")
     t.add_argument("config", help="YAML config file")
@@ -142,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     from robustlab.core.errors import ConfigError, DataError
 
     args = build_parser().parse_args(argv)
+    import signal
+    if args.command in ("train", "eval", "sweep", "demo"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)
     except (ConfigError, DataError) as exc:
@@ -150,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robustlab: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename over the target.
-A crash or SIGKILL leaves either the old file or the new one, never a torn one."""
+A crash or SIGKILL leaves either the old file or the new one, never a torn one. Files get the permissions an
+ordinary ``open`` would give them (0666 less the umask), so colleagues and other nodes can read a shared folder."""
 from __future__ import annotations
 
 import json
@@ -12,10 +13,17 @@ from typing import Any, Iterable
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())   # mkstemp creates 0600; a shared study folder needs the user's umask
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -173,8 +173,20 @@ class Trainer:
         self._build()  # data errors surface here, before anything is written
         try:
             return self._run()
+        except KeyboardInterrupt:    # Ctrl-C, or SIGTERM through the command line: a dead run must not look alive
+            self._mark_interrupted()
+            raise
         finally:
             self.dist.close()
+
+    def _mark_interrupted(self) -> None:
+        path = self.run_dir / "results.json"
+        if self.dist.is_main and path.is_file():
+            res = read_json(path)
+            if res.get("status") == "running":
+                res.update(status="interrupted", interrupted_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           message="interrupted; rerun the same command to resume from the last epoch's checkpoint")
+                write_json(path, res)
 
     def _run(self) -> dict:
         if self.dist.is_main:
