@@ -273,3 +273,27 @@ def test_version_and_list():
     for kind in ("methods:", "regularizers:", "optimizers:", "models:", "datasets:", "attacks:"):
         assert kind in out.stdout
     assert "trades  (" in out.stdout and "beta=6.0" in out.stdout
+
+
+def test_nonfinite_weights_on_an_epochs_last_step_keep_the_previous_checkpoint(tmp_path, tiny_cfg, monkeypatch):
+    """An lr spike on the last step of epoch 2 leaves NaN weights while every loss of the epoch was finite: the run
+    stops as diverged before epoch 2 is recorded or saved, and the kept checkpoint is epoch 1's, finite."""
+    tiny_cfg["train"]["epochs"] = 3
+    original = Trainer._step
+    calls = {"n": 0}
+
+    def spiking(self, batch, progress):
+        calls["n"] += 1
+        out, ctx = original(self, batch, progress)
+        if calls["n"] == 14:                       # the last of epoch 2's 7 steps
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.mul_(float("nan"))
+        return out, ctx
+
+    monkeypatch.setattr(Trainer, "_step", spiking)
+    res = train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    assert res["status"] == "diverged" and "non-finite weights after epoch 2" in res["message"]
+    assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 1
+    last = load_torch(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())

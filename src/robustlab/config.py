@@ -210,4 +210,6 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    if raw is None:
+        raise ConfigError(f"config file {path}: empty; write the keys to set (an empty mapping {{}} takes every default)")
     return config_from_dict(raw, overrides)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -66,10 +67,21 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """One JSON object per line. A last line cut mid-write (a killed writer) is skipped; a malformed line elsewhere
+    raises ``ValueError`` naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(i + 1, line) for i, line in enumerate(path.read_text().splitlines()) if line.strip()]
+    rows = []
+    for k, (number, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k == len(lines) - 1:
+                break                   # a torn last line: the rows before it stand
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+    return rows
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -77,5 +89,14 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def load_torch(path: Path, map_location="cpu") -> Any:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code runs."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code runs. A file that is
+    not a torch file (text, a truncated write) raises ``ValueError`` saying so (torch's own message would advise
+    ``weights_only=False``, the unsafe way)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc) and "Unsupported global" in str(exc):
+            raise                       # a real pickle with code in it: keep torch's refusal
+        raise ValueError(f"{path}: not a torch checkpoint (or a truncated one)") from None
+    except (RuntimeError, EOFError) as exc:
+        raise ValueError(f"{path}: not a torch checkpoint (or a truncated one): {str(exc).splitlines()[0]}") from None

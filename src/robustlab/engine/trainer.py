@@ -166,6 +166,8 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"--out: {self.run_dir} is a file; give a folder for the run")
         done = self._check_folder()
         if done is not None:
             self.log(f"{self.run_dir}: already finished; not retraining")
@@ -195,13 +197,13 @@ class Trainer:
         if self.cfg.data.labels.noise > 0:  # the noisy labels are part of the run
             self._write(save_torch, self.run_dir / "labels.pt", {"train_labels": self.data.train.y.cpu(),
                                                                 "original_train_labels": self.data.original_train_labels})
+        history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
+        last = self.ckpt_dir / "last.pt"
+        if last.is_file():                 # before anything is rewritten: an unreadable checkpoint changes nothing
+            history, best, start_epoch, step = self._resume(last)
         env = environment(self.device, self.cfg.seed)
         env["world_size"] = self.dist.world
         self._write(write_json, self.run_dir / "env.json", env)
-        history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
-        last = self.ckpt_dir / "last.pt"
-        if last.is_file():
-            history, best, start_epoch, step = self._resume(last)
         self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
         t_start = time.perf_counter()
         epochs = self.cfg.train.epochs
@@ -260,7 +262,10 @@ class Trainer:
                     rng_ranks=rng_ranks if self.dist.enabled else None, components=self._components_state())
 
     def _resume(self, path: Path) -> tuple[list, dict, int, int]:
-        state = ckpt_io.load_checkpoint(path, map_location=self.device)
+        try:
+            state = ckpt_io.load_checkpoint(path, map_location=self.device)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; the run cannot resume from it (delete {path} to restart the run from scratch)") from None
         if state["format"] != ckpt_io.FORMAT:
             raise ConfigError(f"{path}: written by an older robustlab (checkpoint format {state['format']}); it can be "
                               f"evaluated but not resumed; choose another --out")
@@ -331,6 +336,8 @@ class Trainer:
                 raise Diverged(f"non-finite loss in epoch {epoch + 1}, step {i + 1}")
         if self.dist.any(bad):
             raise Diverged(f"non-finite loss in epoch {epoch + 1}")
+        if self.dist.any(~finite_weights(self.trainable)):   # a last step can leave NaN weights behind a finite loss
+            raise Diverged(f"non-finite weights after epoch {epoch + 1}")
         keys = sorted(extra)
         sums = self.dist.sum(torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)]
                                          + [extra[k] for k in keys])).tolist()
@@ -432,6 +439,11 @@ class Trainer:
                "co_epoch": next((r["epoch"] for r in history if r.get("co_fired")), None)}
         self._write(write_json, self.run_dir / "results.json", res)
         return res
+
+
+def finite_weights(params) -> torch.Tensor:
+    """True (a device tensor, no host sync) when every parameter is finite."""
+    return torch.stack([torch.isfinite(p).all() for p in params]).all()
 
 
 def squared_grad_norm(params) -> torch.Tensor:

@@ -46,6 +46,8 @@ def run_eval(args, log=lambda s: None) -> dict:
         raise ConfigError("--data: required with --model (a registered data set, e.g. mnist5k)")
     cfg = loaded.config
     x, y, dataset = test_points(data if data is not None else cfg.data, args.n, cfg.seed if cfg else 0)
+    if len(y) < args.n:
+        log(f"warning: --n {args.n}: the {dataset} test set has {len(y)} points; evaluating all {len(y)}")
     if args.out:
         dest = Path(args.out)
     else:

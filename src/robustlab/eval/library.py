@@ -96,8 +96,9 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
             raise ConfigError("--eps: required for a model robustlab did not train, evaluated on tensors (e.g. 8/255)")
         eps, eps_source = standard_eps(name, norm)
     eps = parse_number(eps, "--eps")
-    if eps <= 0:
-        raise ConfigError(f"--eps: got {eps!r}; must be > 0")
+    if eps <= 0 or (norm == "linf" and eps > 1):
+        raise ConfigError(f"--eps: got {eps!r}; must be > 0" + (" and at most 1 for L-inf (radii are on the 0-1 scale: "
+                                                                  "8/255, not 8)" if eps > 0 else ""))
     proto_cfg = protocol_config(attack)
     protocol = EVAL_ATTACKS.build(proto_cfg)
     stages = protocol.stages(eps, norm)

@@ -54,7 +54,11 @@ def load_run_model(path: str | Path, which: str = "best", device: str | torch.de
     cfg = config_from_dict(ckpt["config"])
     data = build_data(cfg.data, cfg.seed)
     model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ConfigError(f"{ckpt_path}: its weights do not fit the model its config describes "
+                          f"({str(exc).strip().splitlines()[-1].strip()})") from None
     return LoadedModel(model.to(device).eval(), str(ckpt_path), ckpt.get("epoch"), cfg, cfg.model.name)
 
 

@@ -35,6 +35,7 @@ class AttackConfig(MethodConfig):
     eps_ramp_epochs: int = spec(0, lo=0, doc="grow eps and alpha linearly from 0 over this many epochs")
 
     def check(self, key: str) -> None:
+        super().check(key)
         if self.eps <= 0:
             raise ConfigError(f"{key}eps: got {self.eps!r}; method {self.name!r} needs eps > 0")
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.core.context import BuildContext, EpochContext, StepContext
+from robustlab.core.errors import ConfigError
 from robustlab.core.registry import Registry
 from robustlab.core.schema import components, spec
 from robustlab.data.loader import Batch
@@ -41,6 +42,12 @@ class MethodConfig:
     eps: float = spec(8 / 255, lo=0.0, doc="threat radius on the 0-1 scale (attacks, monitor, diagnostics)")
     norm: str = spec("linf", choices=["linf", "l2"], doc="threat model")
     regularizers: list[RegularizerConfig] = components(REGULARIZERS, doc="terms added to the loss")
+
+    def check(self, key: str) -> None:
+        """An L-inf radius above 1 covers the whole [0,1] box: almost surely a radius in pixel levels (8, not 8/255)."""
+        if self.norm == "linf" and self.eps > 1:
+            raise ConfigError(f"{key}eps: got {self.eps:g}; an L-inf radius above 1 covers the whole [0,1] image box "
+                              "(radii are on the 0-1 scale: write 8/255 for 8 pixel levels)")
 
 
 METHODS: Registry[type["Method"]] = Registry("method", MethodConfig)

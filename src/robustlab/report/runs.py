@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, read_jsonl, write_text
 
 CURVES = [("test_clean_acc", "clean"), ("test_pgd_acc", "PGD"), ("test_fgsm_acc", "FGSM")]
@@ -27,8 +28,11 @@ def load_run(run_dir: str | Path) -> RunRecord:
     cfg_path = run_dir / "config.yaml"
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
     res_path = run_dir / "results.json"
-    return RunRecord(run_dir, config, read_jsonl(run_dir / "metrics.jsonl"),
-                     read_json(res_path) if res_path.is_file() else {})
+    try:
+        metrics = read_jsonl(run_dir / "metrics.jsonl")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return RunRecord(run_dir, config, metrics, read_json(res_path) if res_path.is_file() else {})
 
 
 def _plt():

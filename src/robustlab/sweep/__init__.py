@@ -50,7 +50,7 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     if not isinstance(study, Study):
         study = load_study(study)
     out = Path(out) if out else Path("runs") / "studies" / study.name
-    workers = workers or study.workers
+    workers = study.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: got {workers}; must be >= 1")
     prepare_study_dir(study, out)
