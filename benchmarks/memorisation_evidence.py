@@ -41,9 +41,11 @@ def runs(study_dirs: list[str]) -> list[dict]:
             env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
             kp = env.get("kernel_path", {})
             path = kp.get("ATEN_CPU_CAPABILITY") or f"default ({kp.get('cpu_capability', '?')})"
+            status = read_json(run / "results.json").get("status") if (run / "results.json").is_file() else "pending"
+            if status not in ("finished", "diverged"):
+                continue                     # only runs that ended count (a running or interrupted one does not)
             out.append({"label": t["overrides"].get("label", t["name"]), "eps": t["config"]["method"]["eps"],
-                        "seed": t["config"]["seed"], "path": path, "metrics": metrics,
-                        "status": read_json(run / "results.json").get("status") if (run / "results.json").is_file() else "pending"})
+                        "seed": t["config"]["seed"], "path": path, "metrics": metrics, "status": status})
     return out
 
 
