@@ -73,16 +73,19 @@ def record(out: Path, studies: list[str], epochs: int, workers: int) -> None:
     print(f"recorded {sum(len(t) for t in result['studies'].values())} trials -> {out}")
 
 
-def _diff(a, b, where: str, out: list[str]) -> None:
+def _diff(a, b, where: str, out: list[str], new: set[str]) -> None:
+    """Differences of ``b`` (after) from ``a`` (before); keys only in ``b`` are new figures, collected in ``new``."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            if k not in a or k not in b:
-                out.append(f"{where}.{k}: only in {'after' if k not in a else 'before'}")
+            if k not in b:
+                out.append(f"{where}.{k}: only in before")
+            elif k not in a:
+                new.add(k)
             else:
-                _diff(a[k], b[k], f"{where}.{k}", out)
+                _diff(a[k], b[k], f"{where}.{k}", out, new)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (u, v) in enumerate(zip(a, b)):
-            _diff(u, v, f"{where}[{i}]", out)
+            _diff(u, v, f"{where}[{i}]", out, new)
     elif a != b:
         out.append(f"{where}: {a!r} != {b!r}")
 
@@ -90,13 +93,15 @@ def _diff(a, b, where: str, out: list[str]) -> None:
 def compare(before: Path, after: Path) -> int:
     a, b = json.loads(before.read_text()), json.loads(after.read_text())
     diffs: list[str] = []
-    _diff(a["studies"], b["studies"], "", diffs)
+    new: set[str] = set()
+    _diff(a["studies"], b["studies"], "", diffs, new)
     n = sum(len(t) for t in a["studies"].values())
     if diffs:
         print(f"{len(diffs)} differences over {n} trials:")
         print("\n".join(diffs[:50]))
         return 1
-    print(f"bit-identical: {n} trials, {a['epochs']} epochs each (machine {a['machine']})")
+    print(f"bit-identical: {n} trials, {a['epochs']} epochs each (machine {a['machine']})"
+          + (f"; figures added after: {', '.join(sorted(new))}" if new else ""))
     return 0
 
 

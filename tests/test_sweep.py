@@ -179,3 +179,17 @@ def test_every_shipped_study_expands():
     for path in studies:
         study = load_study(path)
         assert study.trials and len({t.name for t in study.trials}) == len(study.trials)
+
+
+def test_study_report_with_a_key_only_some_entries_set(tmp_path):
+    """A numeric key swept by one list entry only (other trials have no value) is plotted without the others."""
+    from robustlab.report.study import write_study_report
+    base = {"data": {"name": "synthetic", "val_size": 32, "batch_size": 64}, "model": {"name": "wong_mnist"},
+            "method": {"name": "fgsm", "eps": 0.1}, "train": {"epochs": 1, "progress": "none", "threads": 1},
+            "monitor": {"eval_points": 32, "attack_steps": 1, "diagnostics": []}, "final_eval": {"points": 0}}
+    study = expand_study({"name": "mixed", "base": base, "list": [{"label": "a", "optim.lr": 0.05},
+                                                                  {"label": "b", "optim.lr": 0.02},
+                                                                  {"label": "c", "data.train_size": 200}]})
+    run_sweep(study, tmp_path / "s", workers=1, log=lambda s: None)
+    out = write_study_report(tmp_path / "s")
+    assert (out / "final_vs_optim_lr.png").is_file() and (out / "report.html").is_file()

@@ -57,8 +57,8 @@ def plot_metric_vs_key(rows, keys, key, out_png: Path) -> None:
     others = set(numeric_keys(keys, rows)) - {key}
     groups: dict[str, dict[float, list]] = {}
     for r in rows:
-        if r["status"] != "finished":
-            continue
+        if r["status"] != "finished" or _num(r[key]) is None:
+            continue                 # unfinished, or a trial whose list entry does not set this key
         label = group_label(r, keys, {key} | others) + "".join(f" {k.split('.')[-1]}={r[k]}" for k in others)
         groups.setdefault(label, {}).setdefault(_num(r[key]), []).append(r)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
