@@ -103,3 +103,29 @@ def test_eval_more_points_than_the_test_set_warns(run, tmp_path):
     proc = cli("eval", run / "run", "--n", "5000", "--steps", "2", "--restarts", "1", "--sanity", "0", "--out", tmp_path / "e.json")
     assert proc.returncode == 0 and "warning: --n 5000: the synthetic test set has 256 points" in proc.stdout
     assert json.loads((tmp_path / "e.json").read_text())["n_examples"] == 256
+
+
+# The config a run of the pre-redesign code (checkpoint format 1, commit 5eb21bc) stored, printed by that code.
+FORMAT1_CONFIG = json.loads('{"seed": 0, "data": {"name": "synthetic", "root": null, "val_size": 64, "batch_size": 64, "eval_batch_size": 256, "crop_padding": 0, "flip": false, "inject": {"kind": "none", "beta": 0.0}, "labels": {"noise": 0.0, "seed": null}}, "model": {"name": "wong_mnist", "normalize": true, "depth": 28, "widen": 10, "dropout": 0.0, "lowpass": 0}, "method": {"name": "fgsm", "eps": 0.1, "alpha": null, "steps": 10, "init_scale": null, "norm": "linf", "bn_mode": "train", "eps_ramp_epochs": 0, "regularizers": [{"name": "elle_a", "weight": 50.0, "schedule": null, "sensitivity": 2.0, "decay": 0.99, "window": 0, "clip_box": true, "mean_grad_quirk": false, "fuse_forward": false, "triplet_passes": 1}]}, "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": false, "weight_decay": 0.0005, "betas": [0.9, 0.999], "schedule": "cyclic", "peak_at": 0.5, "milestones": [], "gamma": 0.1, "warmup_epochs": 0.0, "cycle_momentum": false}, "train": {"epochs": 1, "precision": "fp32", "channels_last": false, "device": "auto", "threads": 1, "compile": false, "progress": "none", "cpu_keep_heap": true}, "monitor": {"eval_points": 64, "val_points": 0, "attack_steps": 2, "attack_restarts": 1, "attack_alpha": null, "fgsm": true, "diagnostics": 32, "co_action": "none"}, "final_eval": {"points": 0, "steps": 50, "restarts": 10, "alpha": null}}')
+
+
+def test_format1_checkpoint_is_still_evaluated(tmp_path):
+    """A checkpoint written before the component redesign (flat config sections, format 1) is evaluated after
+    migrating its config; it cannot be resumed (its run folder is refused with one line)."""
+    import torch
+    from robustlab.config import migrate_format1
+    cfg = config_from_dict(migrate_format1(FORMAT1_CONFIG))
+    assert cfg.method.regularizers[0].schedule.name == "onoff" and cfg.monitor.diagnostics[0].points == 32
+    assert cfg.optim.schedule.name == "cyclic"
+    train(cfg, tmp_path / "new", log=lambda s: None)
+    weights = torch.load(tmp_path / "new" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    torch.save({"format": 1, "epoch": 1, "model": weights, "config": FORMAT1_CONFIG, "metrics": {}}, tmp_path / "old.pt")
+    out = tmp_path / "e.json"
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "old.pt"), "--steps", "2",
+                           "--restarts", "1", "--n", "32", "--sanity", "0", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ref = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "new"), "--steps", "2", "--restarts", "1",
+                          "--n", "32", "--sanity", "0", "--out", str(tmp_path / "ref.json")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    a, b = json.loads(out.read_text()), json.loads((tmp_path / "ref.json").read_text())
+    assert (a["clean_acc"], a["robust_acc"]) == (b["clean_acc"], b["robust_acc"])   # same weights, same data, same verdicts

@@ -20,9 +20,9 @@ import yaml
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import build, component, components, parse_number, resolve, spec, to_dict
 from robustlab.diagnostics import DIAGNOSTICS, DiagnosticConfig
-from robustlab.methods import METHODS, MethodConfig
+from robustlab.methods import METHODS, REGULARIZERS, MethodConfig
 from robustlab.models import MODELS, ModelConfig
-from robustlab.optim import OPTIMIZERS, OptimizerConfig
+from robustlab.optim import LR_SCHEDULES, OPTIMIZERS, OptimizerConfig
 
 __all__ = ["Config", "ConfigError", "apply_overrides", "config_from_dict", "load_config", "parse_number", "spec"]
 
@@ -213,3 +213,45 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
     if raw is None:
         raise ConfigError(f"config file {path}: empty; write the keys to set (an empty mapping {{}} takes every default)")
     return config_from_dict(raw, overrides)
+
+
+def migrate_format1(raw: dict) -> dict:
+    """A config stored by robustlab before the component redesign (checkpoint format 1: flat sections) in today's
+    shape, so old runs can still be evaluated. Component sections keep the keys their component accepts; the lr
+    schedule and the regularisers' on/off settings move into their own components; ``monitor.diagnostics: N``
+    becomes the linearity diagnostic on N images."""
+    import dataclasses
+    raw = _deepcopy(raw)
+
+    def keep(section: dict, cls) -> dict:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in section.items() if k in names and v is not None}
+
+    model = raw.get("model", {})
+    raw["model"] = keep(model, MODELS.config_class(model.get("name", "wong_mnist")))
+    optim = raw.get("optim", {})
+    sched_name = optim.get("schedule") or "cyclic"
+    sched = keep({k: optim.get(k) for k in ("peak_at", "cycle_momentum", "milestones", "gamma", "warmup_epochs")},
+                 LR_SCHEDULES.config_class(sched_name))
+    raw["optim"] = {**keep({k: v for k, v in optim.items() if k != "schedule"}, OPTIMIZERS.config_class(optim.get("name", "sgd"))),
+                    "schedule": {"name": sched_name, **sched}}
+    method = raw.get("method", {})
+    regs = []
+    for r in method.get("regularizers", []):
+        schedule = r.get("schedule")
+        entry = keep({k: v for k, v in r.items() if k != "schedule"}, REGULARIZERS.config_class(r["name"]))
+        if schedule == "onoff" or (schedule is None and r["name"] in ("elle_a", "llr", "cure")):
+            entry["schedule"] = {"name": "onoff", **{k: r[k] for k in ("sensitivity", "decay", "window") if k in r}}
+        elif schedule is not None:
+            entry["schedule"] = {"name": schedule}
+        regs.append(entry)
+    cls = METHODS.config_class(method.get("name", "fgsm"))
+    new_method = keep({k: v for k, v in method.items() if k != "regularizers"}, cls)
+    if method.get("name") == "pgd" and method.get("init_scale") is not None:
+        new_method["random_start"] = method["init_scale"] > 0
+    raw["method"] = {**new_method, "regularizers": regs}
+    monitor = raw.get("monitor", {})
+    if isinstance(monitor.get("diagnostics"), int):
+        n = monitor["diagnostics"]
+        monitor["diagnostics"] = [{"name": "linearity", "points": n}] if n else []
+    return raw

@@ -2,8 +2,8 @@
 (method modules, adaptive weights, loss scaler), progress, metric history and every RNG state, as tensors and
 plain containers (loadable with ``weights_only=True``). A resumed run continues bit-for-bit on CPU.
 
-Format 2 (the component redesign) stores ``components``; format-1 files are still read for their weights
-(evaluation), not resumed."""
+Format 2 (the component redesign) stores ``components``; format-1 files are still evaluated (their flat config is
+migrated by ``robustlab.config.migrate_format1``), not resumed."""
 from __future__ import annotations
 
 import random

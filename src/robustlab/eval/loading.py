@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustlab.config import Config, config_from_dict
+from robustlab.config import Config, config_from_dict, migrate_format1
 from robustlab.core.checkpoint import load_checkpoint
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import load_torch
@@ -51,7 +51,8 @@ def load_run_model(path: str | Path, which: str = "best", device: str | torch.de
         ckpt = load_checkpoint(ckpt_path)
     except Exception as exc:
         raise ConfigError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
-    cfg = config_from_dict(ckpt["config"])
+    raw = ckpt["config"] if ckpt.get("format") != 1 else migrate_format1(ckpt["config"])   # written before the redesign
+    cfg = config_from_dict(raw)
     data = build_data(cfg.data, cfg.seed)
     model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
     try:
