@@ -129,3 +129,11 @@ def test_format1_checkpoint_is_still_evaluated(tmp_path):
     assert ref.returncode == 0, ref.stderr
     a, b = json.loads(out.read_text()), json.loads((tmp_path / "ref.json").read_text())
     assert (a["clean_acc"], a["robust_acc"]) == (b["clean_acc"], b["robust_acc"])   # same weights, same data, same verdicts
+
+
+def test_eval_threads_option(run, tmp_path):
+    ok = cli("eval", run / "run", "--threads", "1", "--steps", "2", "--restarts", "1", "--n", "16", "--sanity", "0",
+             "--out", tmp_path / "e.json")
+    assert ok.returncode == 0, ok.stderr
+    one_line(cli("eval", run / "run", "--threads", "-1", "--out", tmp_path / "f.json"), "--threads: got -1; must be >= 0")
+    assert not (tmp_path / "f.json").exists()
