@@ -10,7 +10,6 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack, IterativeAttack
@@ -20,7 +19,7 @@ from robustlab.core.schema import spec
 from robustlab.data.loader import Batch
 from robustlab.functional.losses import te_penalty
 from robustlab.methods.base import METHODS, LossOutput, Method, MethodConfig
-from robustlab.methods.temporal_ensembling import TEConfig, TemporalEnsemble
+from robustlab.methods.temporal_ensembling import TEConfig, TemporalEnsemble, clean_probabilities
 
 
 @METHODS.register("standard")
@@ -148,7 +147,7 @@ class TEMethod(AttackTraining):
         """Update the memory, put the targets and the weight into ``ctx``; returns the targets (None if inactive)."""
         if self.te is None or not self.te.active:
             return None
-        p_clean = self.te.clean_probs(model, batch.x) if p_clean is None else p_clean
+        p_clean = clean_probabilities(model, batch.x) if p_clean is None else p_clean
         ctx["te_target"], ctx["te_weight"] = self.te.update(batch.index, p_clean), self.te.weight_now
         return ctx["te_target"]
 
@@ -159,7 +158,7 @@ class TEMethod(AttackTraining):
             out.loss = out.loss + term
             out.metrics["te_term"] = term.detach()
         if self.te is not None:
-            out.metrics["te_weight"] = torch.tensor(self.te.weight_now, device=logits.device)
+            out.metrics["te_weight"] = self.te.weight_tensor
         return out
 
     def on_epoch_start(self, ectx):

@@ -44,6 +44,13 @@ class TEConfig:
             raise ConfigError(f"{key}end: got {self.end:g}; a fraction of the run is <= 1 (or set unit: epoch)")
 
 
+@torch.no_grad()
+def clean_probabilities(model, x: torch.Tensor, mode: str = "eval") -> torch.Tensor:
+    """softmax(f(x)) with the model in ``mode`` (flags restored), detached: TE's memory input and TRADES' reference."""
+    with attack_mode(model, mode):
+        return F.softmax(model(x).float(), 1)
+
+
 def te_ramp(e: int, e_s: float, e_e: float) -> float:
     """r(e) for the 1-based epoch e: 0 before e_s, the sigmoid-shaped ramp up to e_e, then 1."""
     if e < e_s:
@@ -61,26 +68,30 @@ class TemporalEnsemble:
         self.e_s, self.e_e = cfg.start * scale, cfg.end * scale
         self.memory = torch.zeros(bctx.train_size, bctx.num_classes, device=bctx.device)
         self.weight_now = 0.0
+        self._weight_tensor = torch.zeros((), device=bctx.device)
 
     def on_epoch_start(self, epoch: int) -> None:
         """``epoch`` is 0-based: the weight of epoch e = epoch + 1."""
         self.weight_now = self.cfg.weight * te_ramp(epoch + 1, self.e_s, self.e_e)
+        self._weight_tensor = torch.tensor(self.weight_now, device=self.memory.device)
 
     @property
     def active(self) -> bool:
         return self.weight_now > 0
 
-    @torch.no_grad()
-    def clean_probs(self, model, x: torch.Tensor) -> torch.Tensor:
-        """Clean probabilities in eval mode (flags restored), detached."""
-        with attack_mode(model, "eval"):
-            return F.softmax(model(x).float(), 1)
+    @property
+    def weight_tensor(self) -> torch.Tensor:
+        """The current weight on the memory's device (made once per epoch, not per step: for logging)."""
+        return self._weight_tensor
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Fold this step's predictions (every rank's) into the memory; return the normalised targets of ``index``."""
-        all_index = self.dist.gather_rows(index.to(self.memory.device))
-        all_probs = self.dist.gather_rows(probs.float().to(self.memory.device))
+        """Fold this step's predictions (every rank's) into the memory; return the normalised targets of ``index``.
+        Under DDP the rows travel as one packed float64 tensor [index, probs] (one gather, indices exact below 2^53)."""
+        rows = torch.cat([index.to(self.memory.device, torch.float64)[:, None],
+                          probs.to(self.memory.device, torch.float64)], 1)
+        rows = self.dist.gather_rows(rows)
+        all_index, all_probs = rows[:, 0].long(), rows[:, 1:].float()
         m = self.cfg.momentum
         self.memory[all_index] = m * self.memory[all_index] + (1 - m) * all_probs
         rows = self.memory[index.to(self.memory.device)]

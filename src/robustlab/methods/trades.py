@@ -19,16 +19,14 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
-from robustlab.attacks.modes import attack_mode
 from robustlab.attacks.objectives import PlusTE, kl_to_clean
 from robustlab.core.schema import spec
 from robustlab.functional.losses import kl_per_sample
 from robustlab.methods.adversarial import NoiseStartConfig, TEMethod, noise_start_attack
 from robustlab.methods.base import METHODS, LossOutput
-from robustlab.methods.temporal_ensembling import TEConfig
+from robustlab.methods.temporal_ensembling import TEConfig, clean_probabilities
 
 
 @dataclass
@@ -45,15 +43,10 @@ class TRADES(TEMethod):
         return noise_start_attack(cfg, self.generator, kl_to_clean)
 
     def attack_reference(self, model, batch, ctx):
-        p_clean = self.te_clean_probs(model, batch)
+        p_clean = clean_probabilities(model, batch.x, self.cfg.bn_mode)   # the attack's reference, in the attack's mode
         q = self.te_targets(model, batch, ctx, p_clean)
         objective = None if q is None else PlusTE(kl_to_clean, ctx["te_weight"], scale=self.cfg.beta)
         return {"p_clean": p_clean, **({"te_target": q} if q is not None else {})}, objective
-
-    def te_clean_probs(self, model, batch):
-        """The clean distribution in the attack's mode (eval by default), detached: the attack's reference."""
-        with torch.no_grad(), attack_mode(model, self.cfg.bn_mode):
-            return F.softmax(model(batch.x).float(), 1)
 
     def objective(self, model, batch, ctx, logits=None):
         logits_adv = model(ctx["x_train"]) if logits is None else logits

@@ -33,9 +33,13 @@ class ConstantWeight:
 
     def __init__(self, cfg, lam: float):
         self.lam = float(lam)
+        self._on: dict = {}                 # device -> lambda as a tensor, made once (no copy per step)
 
     def value(self, device) -> torch.Tensor:
-        return torch.tensor(self.lam, device=device)
+        key = torch.device(device)
+        if key not in self._on:
+            self._on[key] = torch.tensor(self.lam, device=key)
+        return self._on[key]
 
     def update(self, error: torch.Tensor) -> None:
         pass
