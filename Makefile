@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch first, pinned, so that no dependency resolves a CUDA build of torch.
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[formats,offline,progress,ray,autoattack,safetensors,test]"
+	$(BIN)/pip install -q -e ".[formats,offline,progress,ray,autoattack,safetensors,tensorboard,mlflow,test]"
 	# torchattacks (independent cross-check in the tests and benchmarks) declares torchvision,
 	# which has no CPU build here: install it without its dependencies.
 	$(BIN)/pip install -q --no-deps "torchattacks==3.5.1"

@@ -23,6 +23,7 @@ from robustlab.diagnostics import DIAGNOSTICS, DiagnosticConfig
 from robustlab.methods import METHODS, REGULARIZERS, MethodConfig
 from robustlab.models import MODELS, ModelConfig
 from robustlab.optim import LR_SCHEDULES, OPTIMIZERS, OptimizerConfig
+from robustlab.tracking import TRACKERS, TrackerConfig
 
 __all__ = ["Config", "ConfigError", "apply_overrides", "config_from_dict", "load_config", "parse_number", "spec"]
 
@@ -109,6 +110,10 @@ class TrainConfig:
     threads: int = spec(0, lo=0, doc="torch CPU threads (0: torch's default)")
     compile: bool = spec(False, doc="torch.compile the model")
     progress: str = spec("auto", choices=["auto", "bar", "lines", "none"])
+    trackers: list[TrackerConfig] = components(TRACKERS, "experiment-tracking sinks, e.g. [tensorboard, mlflow] "
+                                               "(robustlab list trackers)", default_factory=list)
+    init_from: typing.Optional[str] = spec(None, doc="start from these weights (a robustlab checkpoint, a torch state "
+                                                    "dict or a .safetensors file): fine-tuning")
     cpu_keep_heap: bool = spec(True, doc="on CPU (Linux/glibc): keep freed activation memory for reuse instead of unmapping it (faster; keeps peak memory)")
 
     def check(self, key: str) -> None:
@@ -133,6 +138,23 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def epoch_dependent_keys(node, key: str = "") -> list[str]:
+    """The config sections whose values depend on ``train.epochs`` (a component declares it with a
+    ``uses_total_epochs()`` method): such a run cannot be extended without changing its past."""
+    import dataclasses
+    found = []
+    if dataclasses.is_dataclass(node):
+        uses = getattr(node, "uses_total_epochs", None)
+        if uses is not None and uses():
+            found.append(f"{key.rstrip('.')} ({getattr(node, 'name', type(node).__name__)!s})")
+        for f in dataclasses.fields(node):
+            found += epoch_dependent_keys(getattr(node, f.name), f"{key}{f.name}.")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += epoch_dependent_keys(item, f"{key.rstrip('.')}[{i}].")
+    return found
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

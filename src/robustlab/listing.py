@@ -12,10 +12,12 @@ from robustlab.methods import METHODS, REGULARIZERS
 from robustlab.methods.regularizers import WEIGHT_SCHEDULES
 from robustlab.models import MODELS, NORM_LAYERS
 from robustlab.optim import LR_SCHEDULES, MINIMIZERS, OPTIMIZERS
+from robustlab.tracking import TRACKERS
 
 KINDS = {"methods": METHODS, "regularizers": REGULARIZERS, "weight-schedules": WEIGHT_SCHEDULES,
          "optimizers": OPTIMIZERS, "minimizers": MINIMIZERS, "lr-schedules": LR_SCHEDULES, "diagnostics": DIAGNOSTICS,
-         "attacks": EVAL_ATTACKS, "models": MODELS, "norm-layers": NORM_LAYERS, "datasets": DATASETS}
+         "attacks": EVAL_ATTACKS, "models": MODELS, "norm-layers": NORM_LAYERS, "datasets": DATASETS,
+         "trackers": TRACKERS}
 
 
 def _default(f: dataclasses.Field) -> str:

@@ -54,6 +54,10 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda fh: fh.write(text.encode()))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda fh: fh.write(data))
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
 

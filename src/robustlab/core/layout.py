@@ -21,6 +21,12 @@ def is_study_dir(path: str | Path) -> bool:
     return (Path(path) / "study.json").is_file()
 
 
+def study_of(run_dir: str | Path) -> Path | None:
+    """The study folder a run folder is a trial of, or None for a lone run."""
+    parent = Path(run_dir).resolve().parent
+    return parent.parent if parent.name == "trials" and is_study_dir(parent.parent) else None
+
+
 def load_manifest(study_dir: Path) -> dict:
     path = Path(study_dir) / "study.json"
     if not path.is_file():

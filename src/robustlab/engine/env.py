@@ -34,14 +34,32 @@ def kernel_path() -> dict:
             "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA")}
 
 
-def environment(device: torch.device, seed: int) -> dict:
+def environment(device: torch.device, seed: int, command: list[str] | None = None) -> dict:
+    """This process's environment. ``command`` is the user's command line when it differs from this process's
+    (a study trial runs in a worker process: its argv is kept as ``process_argv``)."""
     import numpy
     env = {"robustlab": robustlab.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
-           "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.processor(),
-           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-           "seed": seed, "git_commit": git_commit(), "command": sys.argv, "kernel_path": kernel_path(),
-           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+           "numpy": numpy.__version__, "platform": platform.platform(), "host": platform.node(),
+           "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "device": str(device), "seed": seed, "git_commit": git_commit(), "command": command or sys.argv,
+           "kernel_path": kernel_path(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if command:
+        env["process_argv"] = sys.argv
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
     return env
+
+
+START_KEYS = ("started", "command", "host", "device", "gpu", "kernel_path", "torch_threads", "git_commit", "robustlab",
+              "torch", "world_size")
+
+
+def with_start_history(env: dict, previous: dict | None, resumed_after_epoch: int) -> dict:
+    """``env`` (this start) plus ``starts``: every start of the run, oldest first, each with its command line,
+    machine, kernel path and the epoch it resumed after (0: a fresh start). A run resumed on another machine or
+    kernel path shows it here."""
+    starts = list((previous or {}).get("starts") or ([] if not previous else
+                                                     [{k: previous[k] for k in START_KEYS if k in previous}]))
+    starts.append({**{k: env[k] for k in START_KEYS if k in env}, "resumed_after_epoch": resumed_after_epoch})
+    return {**env, "starts": starts}

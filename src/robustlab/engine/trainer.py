@@ -32,7 +32,7 @@ import yaml
 
 from robustlab.attacks import AttackSpec, evaluate
 from robustlab.attacks.modes import bn_statistics_frozen
-from robustlab.config import Config, ConfigError, config_from_dict
+from robustlab.config import Config, ConfigError, config_from_dict, epoch_dependent_keys
 from robustlab.core import checkpoint as ckpt_io
 from robustlab.core.context import BuildContext, EpochContext, StepContext
 from robustlab.core.distributed import DistContext
@@ -40,7 +40,7 @@ from robustlab.core.io import read_json, read_jsonl, save_torch, write_json, wri
 from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.diagnostics import DIAGNOSTICS, co_fires, robust_overfitting
-from robustlab.engine.env import environment
+from robustlab.engine.env import environment, with_start_history
 from robustlab.engine.progress import progress_mode, wrap
 from robustlab.methods import build_method
 from robustlab.models import build_model
@@ -59,10 +59,12 @@ def seed_generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, log: Callable[[str], None] = print):
+    def __init__(self, cfg: Config, run_dir: str | Path, log: Callable[[str], None] = print,
+                 command: list[str] | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.log = log
+        self.command = command      # the user's command line when this process is a study's worker
         self.ckpt_dir = self.run_dir / "checkpoints"
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -76,14 +78,40 @@ class Trainer:
                 raise ConfigError(f"{self.run_dir}: holds a run whose config.yaml this robustlab cannot read ({exc}); "
                                   "choose another --out") from None
             if stored.to_dict() != self.cfg.to_dict():
-                raise ConfigError(f"{self.run_dir}: holds a run with a different config; choose another --out "
-                                  "or delete the folder")
+                if not self._extension_of(stored):
+                    raise ConfigError(f"{self.run_dir}: holds a run with a different config; choose another --out "
+                                      "or delete the folder")
+                return None
         res_path = self.run_dir / "results.json"
         if res_path.is_file():
             res = read_json(res_path)
             if res.get("status") == "finished":
                 return res
         return None
+
+    def _extension_of(self, stored: Config) -> bool:
+        """True when this config only raises ``train.epochs`` of the stored run and the run can go on: the lr
+        schedule and every other component must not depend on the total epoch count (their values for the epochs
+        already trained would change) and the run must not have stopped early. Raises with the reason otherwise."""
+        old, new = stored.train.epochs, self.cfg.train.epochs
+        same_otherwise = config_from_dict(stored.to_dict(), {"train.epochs": new}).to_dict() == self.cfg.to_dict()
+        if not same_otherwise:
+            return False
+        if new < old:
+            raise ConfigError(f"train.epochs: got {new}; {self.run_dir} holds a run of {old} epochs and a run can "
+                              "only be extended; choose another --out")
+        blockers = epoch_dependent_keys(self.cfg)
+        if blockers:
+            raise ConfigError(f"train.epochs: cannot extend {self.run_dir} from {old} to {new} epochs: {'; '.join(blockers)} "
+                              "depends on the total epoch count, so the epochs already trained would have run with other "
+                              "values; start a new run (train.init_from: <run>/checkpoints/last.pt fine-tunes from it)")
+        res_path = self.run_dir / "results.json"
+        res = read_json(res_path) if res_path.is_file() else {}
+        if res.get("status") == "finished" and res.get("epochs_completed", old) < old:
+            raise ConfigError(f"train.epochs: cannot extend {self.run_dir}: it stopped early after epoch "
+                              f"{res['epochs_completed']} ({res.get('message') or 'stopped'})")
+        self.log(f"{self.run_dir}: extending from {old} to {new} epochs")
+        return True
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -173,13 +201,50 @@ class Trainer:
             self.log(f"{self.run_dir}: already finished; not retraining")
             return done
         self._build()  # data errors surface here, before anything is written
+        if self.cfg.train.init_from and not (self.ckpt_dir / "last.pt").is_file():
+            self._init_weights(self.cfg.train.init_from)
         try:
             return self._run()
         except KeyboardInterrupt:    # Ctrl-C, or SIGTERM through the command line: a dead run must not look alive
             self._mark_interrupted()
             raise
         finally:
+            self._track("close")
             self.dist.close()
+
+    def _start_trackers(self, start_epoch: int) -> list:
+        """The config's tracking sinks (rank 0 only), started with the resolved config."""
+        if not (self.dist.is_main and self.cfg.train.trackers):
+            return []
+        from robustlab.core.layout import load_manifest, study_of
+        from robustlab.tracking import RunIdentity, build_trackers
+        study = study_of(self.run_dir)
+        study_name = load_manifest(study).get("name", study.name) if study else None
+        identity = RunIdentity(self.run_dir, self.run_dir.resolve().name, study_name)
+        self.trackers = build_trackers(self.cfg.train.trackers, identity)
+        self._track("start", self.cfg.to_dict(), start_epoch)
+        return self.trackers
+
+    def _track(self, call: str, *args) -> None:
+        """Call every sink; a sink that fails is reported and dropped (metrics.jsonl is the record, a dashboard
+        is a copy: it must never stop or lose a run)."""
+        for tracker in list(getattr(self, "trackers", [])):
+            try:
+                getattr(tracker, call)(*args)
+            except Exception as exc:
+                self.log(f"{self.run_dir}: tracker {tracker.cfg.name!r} failed in {call} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); it is dropped for this run")
+                self.trackers.remove(tracker)
+    def _init_weights(self, path: str) -> None:
+        """Fine-tuning: the model starts from the weights in ``train.init_from`` (a checkpoint or safetensors file)."""
+        from robustlab.core.weights import read_weights
+        state = read_weights(path, key="train.init_from")
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"train.init_from: {path} does not fit model {self.cfg.model.name!r} "
+                              f"({str(exc).strip().splitlines()[-1].strip()})") from None
+        self.log(f"{self.run_dir}: weights initialised from {path}")
 
     def _mark_interrupted(self) -> None:
         path = self.run_dir / "results.json"
@@ -201,9 +266,12 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if last.is_file():                 # before anything is rewritten: an unreadable checkpoint changes nothing
             history, best, start_epoch, step = self._resume(last)
-        env = environment(self.device, self.cfg.seed)
+        env = environment(self.device, self.cfg.seed, self.command)
         env["world_size"] = self.dist.world
-        self._write(write_json, self.run_dir / "env.json", env)
+        env_path = self.run_dir / "env.json"
+        previous = _read_or_none(env_path)
+        self._write(write_json, env_path, with_start_history(env, previous, start_epoch))
+        self.trackers = self._start_trackers(start_epoch)
         self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
         t_start = time.perf_counter()
         epochs = self.cfg.train.epochs
@@ -230,6 +298,7 @@ class Trainer:
                                 config=self.cfg.to_dict(), metrics=row)
                 self._save_last(epoch + 1, step, history, best)
                 self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
+                self._track("log_epoch", row)
                 self.dist.barrier()
                 if mode != "none" and self.dist.is_main:
                     self.log(format_row(row))
@@ -241,6 +310,7 @@ class Trainer:
             self.log(f"{self.run_dir}: {message}; last good checkpoint kept")
         final = self._final_eval() if status == "finished" else {}
         results = self._write_results(status, history, best, time.perf_counter() - t_start, final, message)
+        self._track("finish", results)
         if self.dist.is_main:
             try:
                 from robustlab.report import write_run_report
@@ -441,6 +511,13 @@ class Trainer:
         return res
 
 
+def _read_or_none(path: Path) -> dict | None:
+    try:
+        return read_json(path) if path.is_file() else None
+    except ValueError:      # a torn env.json from an old writer: the history starts again
+        return None
+
+
 def finite_weights(params) -> torch.Tensor:
     """True (a device tensor, no host sync) when every parameter is finite."""
     return torch.stack([torch.isfinite(p).all() for p in params]).all()
@@ -464,5 +541,5 @@ def format_row(row: dict) -> str:
     return " ".join(parts)
 
 
-def train(cfg: Config, run_dir: str | Path, log=print) -> dict:
-    return Trainer(cfg, run_dir, log).run()
+def train(cfg: Config, run_dir: str | Path, log=print, command: list[str] | None = None) -> dict:
+    return Trainer(cfg, run_dir, log, command).run()

@@ -28,7 +28,7 @@ from torch import nn
 
 from robustlab.attacks.modes import attack_mode
 from robustlab.core.io import read_json, write_json
-from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack, predict
+from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack, fraction, predict
 
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 
@@ -149,8 +149,8 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
         write_json(path, state)
     n = len(y)
     clean = _unflags(state["clean"])
-    out = {"n": n, "clean_acc": float(clean.float().mean()) if n else float("nan"),
-           "robust_acc": float(robust.float().mean()) if n else float("nan"), "clean": clean, "robust": robust,
+    out = {"n": n, "clean_acc": fraction(clean),
+           "robust_acc": fraction(robust), "clean": clean, "robust": robust,
            "fooled_by": {}, "stages": []}
     remaining = clean.clone()
     for stage in stages:
@@ -158,7 +158,7 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
         fooled_by = _unflags(st["fooled"])
         remaining &= ~fooled_by
         out["fooled_by"][stage.name] = fooled_by
-        out["stages"].append({"name": stage.name, "robust_acc": float(remaining.float().mean()) if n else float("nan"),
+        out["stages"].append({"name": stage.name, "robust_acc": fraction(remaining),
                               "fooled": int(fooled_by.sum()), "seconds": st["seconds"]})
     out["seconds"] = state.get("clean_seconds", 0.0) + sum(s["seconds"] for s in out["stages"])
     return out

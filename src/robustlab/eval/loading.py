@@ -19,7 +19,7 @@ from torch import nn
 from robustlab.config import Config, config_from_dict, migrate_format1
 from robustlab.core.checkpoint import load_checkpoint
 from robustlab.core.errors import ConfigError
-from robustlab.core.io import load_torch
+from robustlab.core.weights import read_weights
 from robustlab.data import build_data
 from robustlab.models import build_model
 
@@ -61,30 +61,6 @@ def load_run_model(path: str | Path, which: str = "best", device: str | torch.de
         raise ConfigError(f"{ckpt_path}: its weights do not fit the model its config describes "
                           f"({str(exc).strip().splitlines()[-1].strip()})") from None
     return LoadedModel(model.to(device).eval(), str(ckpt_path), ckpt.get("epoch"), cfg, cfg.model.name)
-
-
-def read_weights(path: str | Path) -> dict:
-    """A state dict from a safetensors file or a torch file (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--weights: {path}: not found")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ConfigError("--weights: reading .safetensors needs the safetensors package: "
-                              "pip install 'robustlab[safetensors]'") from None
-        return load_file(str(path))
-    try:
-        state = load_torch(path)
-    except Exception as exc:
-        raise ConfigError(f"--weights: {path}: not a safetensors file or a torch state dict readable with "
-                          f"weights_only=True ({type(exc).__name__})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]        # a robustlab checkpoint
-    if not isinstance(state, dict):
-        raise ConfigError(f"--weights: {path}: holds a {type(state).__name__}, not a state dict")
-    return state
 
 
 def load_external_model(entry: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from robustlab.attacks.accuracy import AttackSpec, evaluate
+from robustlab.attacks.accuracy import AttackSpec, evaluate, fraction
 
 TOLERANCE = 0.02   # accuracy slack for comparisons between attacks on a few hundred points
 
@@ -63,7 +63,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     flags.append(_flag("randomness", diff <= 1e-5, diff, "deterministic forward pass" if diff <= 1e-5 else
                        "two forward passes differ: a randomised model needs EOT attacks, plain PGD overestimates it"))
     g = margin_gradients(model, x, y).flatten(1)
-    bad = float(((g == 0).all(1) | ~torch.isfinite(g).all(1)).float().mean()) if len(x) else 0.0
+    bad = fraction((g == 0).all(1) | ~torch.isfinite(g).all(1), empty=0.0)
     flags.append(_flag("zero_gradients", bad <= 0.1, bad, f"{bad:.0%} of points have an all-zero or non-finite input "
                        "gradient" + (" (gradient masking: use BPDA / black-box attacks)" if bad > 0.1 else "")))
     scales = (0.25, 0.5, 1.0, 2.0)

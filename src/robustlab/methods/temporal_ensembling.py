@@ -37,6 +37,9 @@ class TEConfig:
     end: float = spec(0.75, lo=0.0, doc="e_e: end of the ramp")
     unit: str = spec("fraction", choices=["fraction", "epoch"], doc="how start and end are given")
 
+    def uses_total_epochs(self) -> bool:
+        return self.unit == "fraction"
+
     def check(self, key: str) -> None:
         if self.end < self.start:
             raise ConfigError(f"{key}end: got {self.end:g}; must be >= start ({self.start:g})")

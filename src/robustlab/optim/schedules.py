@@ -37,6 +37,10 @@ class CyclicConfig(ScheduleConfig):
     peak_at: float = spec(0.5, lo=0.0, hi=1.0, doc="fraction of training spent rising")
     cycle_momentum: bool = spec(False, doc="move momentum 0.9->0.8->0.9 against the lr, as torch's CyclicLR does")
 
+    def uses_total_epochs(self) -> bool:
+        """The lr at every iteration depends on the run's length."""
+        return True
+
 
 @dataclass
 class MultiStepConfig(WarmupConfig):
@@ -92,7 +96,14 @@ class MultiStep(Schedule):
         return lr * self.cfg.gamma ** bisect.bisect_right(self.cfg.milestones, t / per_epoch)
 
 
-@LR_SCHEDULES.register("cosine", WarmupConfig)
+@dataclass
+class CosineConfig(WarmupConfig):
+    def uses_total_epochs(self) -> bool:
+        """The lr at every iteration depends on the run's length."""
+        return True
+
+
+@LR_SCHEDULES.register("cosine", CosineConfig)
 class Cosine(Schedule):
     def value(self, lr, t, total, per_epoch):
         return lr * 0.5 * (1.0 + math.cos(math.pi * t / total))

@@ -42,8 +42,13 @@ def prepare_study_dir(study: Study, out: Path) -> None:
 
 
 def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers: int | None = None,
-              backend: str = "local", address: str | None = None, log: Callable[[str], None] = print) -> dict:
+              backend: str = "local", address: str | None = None, log: Callable[[str], None] = print,
+              command: list[str] | None = None) -> dict:
+    """``command``: the user's command line, recorded in every trial's env.json (default: this process's argv)."""
+    import sys
     from robustlab.sweep.executors import run_local, run_ray
+
+    command = command or sys.argv
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: got {backend!r}; allowed: {', '.join(BACKENDS)}")
@@ -63,9 +68,9 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     t0 = time.perf_counter()
     if todo:
         if backend == "local":
-            outcomes = run_local(out, todo, workers, log)
+            outcomes = run_local(out, todo, workers, log, command)
         else:
-            outcomes = run_ray(out, study, todo, address, workers, log)
+            outcomes = run_ray(out, study, todo, address, workers, log, command)
     else:
         outcomes = []
     write_study_table(out)

@@ -33,7 +33,8 @@ def local_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[[str], None]) -> list[dict]:
+def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[[str], None],
+              command: list[str] | None = None) -> list[dict]:
     """Run trials in at most ``workers`` child processes at a time."""
     threads = local_threads(workers)
     queue = list(trials)
@@ -46,7 +47,8 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
             # per sweep process: two sweeps may share a study folder (the claims keep trials apart)
             spec = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.json"
             spec.parent.mkdir(parents=True, exist_ok=True)
-            spec.write_text(json.dumps({"name": trial.name, "config": trial.config, "threads": threads}))
+            spec.write_text(json.dumps({"name": trial.name, "config": trial.config, "threads": threads,
+                                        "command": command}))
             out = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.out.json"
             out.unlink(missing_ok=True)
             proc = subprocess.Popen([sys.executable, "-m", "robustlab.sweep.worker", str(study_dir), str(spec), str(out)],
@@ -69,8 +71,35 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
     return outcomes
 
 
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail fast and clearly before ``ray.init`` (which retries an unreachable address for minutes): a ``ray://``
+    address needs Ray's client (``ray[client]``, in the ``ray`` extra); ``host:port`` must accept a connection
+    within ``timeout`` seconds. ``auto`` and ``local`` are left to Ray."""
+    import importlib.util
+    import socket
+    if address in ("auto", "local"):
+        return
+    target = address
+    if address.startswith("ray://"):
+        if importlib.util.find_spec("grpc") is None:
+            raise ConfigError(f"--address: {address!r} needs Ray's client (grpcio): pip install 'robustlab[ray]' "
+                              "(or 'ray[client]')")
+        target = address[len("ray://"):]
+    host, sep, port = target.rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address: got {address!r}; expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: no Ray cluster answers at {target} ({exc.strerror or type(exc).__name__} within "
+                          f"{timeout:.0f} s); start one with `ray start --head` or drop --address for a local one") from None
+
+
 def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | None, workers: int,
-            log: Callable[[str], None]) -> list[dict]:
+            log: Callable[[str], None], command: list[str] | None = None) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -80,6 +109,7 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
     started = not ray.is_initialized()
     if started:
         if address:
+            check_ray_address(address)
             try:
                 ray.init(address=address, log_to_driver=False)
             except ConnectionError as exc:
@@ -91,7 +121,7 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
     try:
         task = ray.remote(num_cpus=study.resources["cpus"], num_gpus=study.resources["gpus"], max_retries=0)(run_trial)
         threads = max(1, int(study.resources["cpus"]))
-        pending = {task.remote(str(study_dir.resolve()), t.name, t.config, threads): t for t in trials}
+        pending = {task.remote(str(study_dir.resolve()), t.name, t.config, threads, command): t for t in trials}
         outcomes = []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -14,8 +14,10 @@ from robustlab.core.layout import DONE, trial_dir, trial_status
 from robustlab.sweep.claims import claim
 
 
-def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | None = None) -> dict:
-    """Claim and run one trial. Returns {"name", "status", "seconds"}; never raises for a trial's error."""
+def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | None = None,
+              command: list[str] | None = None) -> dict:
+    """Claim and run one trial. Returns {"name", "status", "seconds"}; never raises for a trial's error.
+    ``command``: the user's ``robustlab sweep`` command line, recorded in the trial's env.json."""
     from robustlab.config import config_from_dict
     from robustlab.engine import train
 
@@ -38,7 +40,7 @@ def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | Non
                 fh.write(line + "\n")
 
         try:
-            res = train(config_from_dict(config), run, log=log)
+            res = train(config_from_dict(config), run, log=log, command=command)
             status, message = res["status"], res.get("message", "")
         except Exception as exc:
             status, message = "failed", f"{type(exc).__name__}: {exc}"

@@ -12,7 +12,7 @@ from robustlab.sweep.trial import run_trial
 def main(argv: list[str]) -> int:
     study_dir, spec_path, out_path = argv
     spec = json.loads(Path(spec_path).read_text())
-    outcome = run_trial(study_dir, spec["name"], spec["config"], spec.get("threads"))
+    outcome = run_trial(study_dir, spec["name"], spec["config"], spec.get("threads"), spec.get("command"))
     write_json(Path(out_path), outcome)
     return 0
 
