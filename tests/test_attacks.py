@@ -179,3 +179,51 @@ def test_early_stop_when_most_points_fall_at_the_random_start():
         x_adv, fooled = atk.perturb_with_verdict(x, y_wrong)
         assert fooled.float().mean() > 0.9
         assert torch.equal(fooled, model(x_adv).argmax(1) != y_wrong)
+
+
+def test_dlr_and_targeted_dlr_equal_autoattacks_definitions():
+    """DLR and targeted DLR against the reference code's own functions (pyautoattack 0.2.0, as fra31/auto-attack)."""
+    pytest.importorskip("pyautoattack")
+    from types import SimpleNamespace
+
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+    from robustlab.attacks.objectives import dlr, ranked_targets, targeted_dlr
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 10, generator=g) * 3
+    y = torch.randint(0, 10, (64,), generator=g)
+    y[:8] = z[:8].argmax(1)          # both branches of the reference's "is the top class y" switch
+    assert torch.allclose(dlr(z, y), APGDAttack.dlr_loss(None, z, y), atol=1e-6)
+    t = ranked_targets(z, y, 2)
+    ref = APGDAttack_targeted.dlr_loss_targeted(SimpleNamespace(y_target=t), z, y)
+    assert torch.allclose(targeted_dlr(z, y, {"target": t}), ref, atol=1e-6)
+    # ranked targets: k = 1 is the most likely class other than y
+    masked = z.clone()
+    masked[torch.arange(64), y] = -1e9
+    assert torch.equal(ranked_targets(z, y, 1), masked.argmax(1))
+
+
+def test_cw_margin_and_targeted_ce_by_hand():
+    from robustlab.attacks.objectives import cw_margin, targeted_cross_entropy
+    z = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
+    y = torch.tensor([1, 0])
+    assert cw_margin(z, y).tolist() == [-3.0, 3.0]     # max other - true
+    t = torch.tensor([2, 2])
+    expected = torch.log_softmax(z, 1)[torch.arange(2), t]
+    assert torch.allclose(targeted_cross_entropy(z, y, {"target": t}), expected)
+
+
+def test_targeted_pgd_reaches_its_target_and_repr_names_settings():
+    from robustlab.attacks import PGD
+    from robustlab.attacks.objectives import ranked_targets, targeted_cross_entropy
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5))
+    x = torch.rand(32, 1, 4, 4)
+    y = model(x).argmax(1)
+    t = ranked_targets(model(x), y, 3)       # the third most likely wrong class: not where CE would go first
+    attack = PGD(model, eps=1.0, alpha=0.1, steps=60, restarts=1, early_stop=False, objective=targeted_cross_entropy)
+    x_adv = attack.perturb(x, y, {"target": t})
+    assert (model(x_adv).argmax(1) == t).float().mean() > 0.9
+    text = repr(attack)
+    assert text.startswith("PGD(eps=1, alpha=0.1, steps=60, norm=linf, random_init=1, restarts=1, mode=eval")
+    assert "objective=targeted_cross_entropy" in text

@@ -64,14 +64,15 @@ def test_cifar_missing_and_corrupt_and_malicious(tmp_path):
         read_cifar10(tmp_path)
 
 
-def test_svhn_reader(tmp_path):
+@pytest.mark.parametrize("layout", ["svhn", "."])   # robustlab's root/svhn/ and torchvision's files at the root
+def test_svhn_reader(tmp_path, layout):
     from scipy.io import savemat
-    (tmp_path / "svhn").mkdir()
+    (tmp_path / layout).mkdir(exist_ok=True)
     xs = {}
     for split, n in (("train", 6), ("test", 3)):
         X = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
         y = np.array([[10], [1], [2], [3], [4], [5]][:n], dtype=np.uint8)
-        savemat(tmp_path / "svhn" / f"{split}_32x32.mat", {"X": X, "y": y})
+        savemat(tmp_path / layout / f"{split}_32x32.mat", {"X": X, "y": y})
         xs[split] = X
     train, test = read_svhn(tmp_path)
     assert train.x.shape == (6, 3, 32, 32)
@@ -86,10 +87,10 @@ def _write_idx(path, arr, gz):
     path.write_bytes(gzip.compress(raw) if gz else raw)
 
 
-@pytest.mark.parametrize("gz", [False, True])
-def test_mnist_idx_reader(tmp_path, gz):
-    base = tmp_path / "mnist"
-    base.mkdir()
+@pytest.mark.parametrize("gz,layout", [(False, "mnist"), (True, "mnist"), (False, "MNIST/raw")])
+def test_mnist_idx_reader(tmp_path, gz, layout):
+    base = tmp_path / layout       # robustlab's root/mnist/ and torchvision's root/MNIST/raw/
+    base.mkdir(parents=True)
     suffix = ".gz" if gz else ""
     imgs = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
     _write_idx(base / f"train-images-idx3-ubyte{suffix}", imgs, gz)

@@ -83,6 +83,11 @@ def test_evaluate_tensors_directly():
     res = evaluate_model(model, x, y, n=64, attack={"name": "pgd", "steps": 5, "restarts": 2}, eps=0.1, sanity=0)
     assert res["protocol"] == "PGD-5-2" and res["n_examples"] == 64 and res["attack"]["alpha"] == pytest.approx(0.025)
     assert 0 <= res["robust_acc"] <= res["clean_acc"] <= 1
+    for loss in ("cw", "dlr"):      # the margin losses as settings of the same protocol
+        other = evaluate_model(model, x, y, n=64, attack={"name": "pgd", "steps": 5, "restarts": 2, "loss": loss},
+                               eps=0.1, sanity=0)
+        assert other["protocol"] == f"PGD-{loss.upper()}-5-2" and other["attack"]["loss"] == loss
+        assert other["clean_acc"] == res["clean_acc"] and 0 <= other["robust_acc"] <= other["clean_acc"]
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -15,6 +15,12 @@ def _cmd_train(args) -> int:
     from robustlab.engine import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:        # the resolved config (every default, derived step size and weight), nothing run
+        print(cfg.to_yaml(), end="")
+        return 0
+    if not args.out:
+        from robustlab.core.errors import ConfigError
+        raise ConfigError("--out: required (the run folder; an existing one is resumed or extended)")
     res = train(cfg, args.out)
     print(f"{args.out}: {res['status']}" + (f" ({res['message']})" if res.get("message") else ""))
     return 0 if res["status"] == "finished" else 1
@@ -81,6 +87,28 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from robustlab.core.io import write_json
+    from robustlab.eval.export import export_safetensors, robustbench_info
+
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        from robustlab.core.errors import ConfigError
+        raise ConfigError(f"{run}: not a run folder (no config.yaml)")
+    if args.format == "safetensors":
+        out = export_safetensors(run, args.out or run / "export" / f"{args.checkpoint}.safetensors", args.checkpoint)
+        print(f"{out['weights']} (+ {out['info']})")
+        return 0
+    reported = None if args.reported is None else float(args.reported) / 100
+    info, warnings = robustbench_info(run, args.checkpoint, args.name, args.authors, args.link, args.venue, reported)
+    dest = Path(args.out or run / "export" / f"robustbench-{args.checkpoint}.json")
+    write_json(dest, info)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(dest)
+    return 0
+
+
 def _cmd_list(args) -> int:
     from robustlab.listing import describe_registries
     print(describe_registries(args.kind))
@@ -100,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run from a YAML config (rerun to resume)")
     t.add_argument("config", help="YAML config file")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.eps=8/255 optim.lr=0.05")
-    t.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
+    t.add_argument("--out", default=None, help="run folder (created; an existing one is resumed, or extended when only "
+                   "train.epochs grew)")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config (YAML, every default filled "
+                   "in) and exit without running")
     t.set_defaults(func=_cmd_train)
 
     from robustlab.eval.protocols import EVAL_ATTACKS
@@ -126,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--alpha", default=None, help="PGD step size (default eps/4)")
     e.add_argument("--steps", type=int, default=50, help="PGD iterations")
     e.add_argument("--restarts", type=int, default=10, help="PGD random restarts (per-sample worst case)")
+    e.add_argument("--loss", choices=["ce", "cw", "dlr"], default="ce",
+                   help="the loss PGD ascends: cross-entropy, the CW margin, or DLR (Croce & Hein, 2020)")
     e.add_argument("--n", type=int, default=1000, help="number of test points (the first N)")
     e.add_argument("--batch-size", type=int, default=500, help="points per attack batch (and per resumable chunk)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -142,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=["local", "ray"], default="local")
     s.add_argument("--address", default=None, help="ray: address of an existing cluster (default: start a local one)")
     s.set_defaults(func=_cmd_sweep)
+
+    x = sub.add_parser("export", help="a run's model for use elsewhere: safetensors + JSON, or RobustBench's model-info JSON",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("run", help="a run folder")
+    x.add_argument("--format", choices=["safetensors", "robustbench"], default="safetensors")
+    x.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    x.add_argument("--out", default=None, help="file to write (default: <run>/export/<checkpoint>.safetensors or "
+                   "<run>/export/robustbench-<checkpoint>.json)")
+    for key in ("name", "authors", "link", "venue"):
+        x.add_argument(f"--{key}", default="" if key != "name" else None,
+                       help=f"robustbench: the '{key}' field" + (" (default: the run folder's name)" if key == "name" else ""))
+    x.add_argument("--reported", default=None, help="robustbench: the robust accuracy (%%) the paper reports "
+                   "(default: the AutoAttack accuracy)")
+    x.set_defaults(func=_cmd_export)
 
     r = sub.add_parser("report", help="(re)write the report of a run folder or a study folder")
     r.add_argument("path", help="a run folder (config.yaml) or a study folder (study.json)")

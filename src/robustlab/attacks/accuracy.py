@@ -15,6 +15,7 @@ from torch import nn
 
 from robustlab.attacks.gradient import FGSM, PGD
 from robustlab.attacks.modes import attack_mode
+from robustlab.attacks.objectives import OBJECTIVES
 
 EVAL_SEED = 1234  # evaluation randomness is fixed, so an evaluation is a function of the weights alone
 
@@ -34,15 +35,18 @@ class AttackSpec:
     steps: int = 50
     restarts: int = 10
     norm: str = "linf"
+    loss: str = "ce"         # ce | cw | dlr (robustlab.attacks.objectives.OBJECTIVES)
 
     def describe(self) -> str:
         if self.name == "fgsm":
             return "FGSM"
-        return f"PGD-{self.steps}-{self.restarts}"
+        return f"PGD-{'' if self.loss == 'ce' else self.loss.upper() + '-'}{self.steps}-{self.restarts}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["alpha"] = self.step_size
+        if self.loss == "ce":
+            del d["loss"]     # records written before losses were selectable stay comparable
         return d
 
     @property
@@ -54,9 +58,11 @@ ATTACK_NAMES = ("pgd", "fgsm")
 
 
 def build_eval_attack(model: nn.Module, spec: AttackSpec, generator: torch.Generator | None = None):
+    if spec.loss not in OBJECTIVES:
+        raise ValueError(f"attack loss: got {spec.loss!r}; allowed: {', '.join(OBJECTIVES)}")
     if spec.name == "pgd":
         return PGD(model, spec.eps, spec.step_size, spec.steps, spec.restarts, norm=spec.norm, mode="eval",
-                   generator=generator)
+                   generator=generator, objective=None if spec.loss == "ce" else OBJECTIVES[spec.loss])
     if spec.name == "fgsm":
         return FGSM(model, spec.eps, norm=spec.norm, mode="eval")
     raise ValueError(f"attack: got {spec.name!r}; allowed: {', '.join(ATTACK_NAMES)}")

@@ -79,8 +79,13 @@ class IterativeAttack:
         return out
 
     def __repr__(self) -> str:
+        """The settings, as torchattacks prints them: ``PGD(eps=0.03137, alpha=0.007843, steps=50, ...)``."""
+        objective = "cross_entropy" if self.objective is None else getattr(
+            self.objective, "__name__", type(self.objective).__name__)
+        start = f"init_std={self.init_std:g}" if self.init_std > 0 else f"random_init={self.random_init:g}"
         return (f"{type(self).__name__}(eps={self.eps:.5g}, alpha={self.alpha:.5g}, steps={self.steps}, "
-                f"norm={self.threat.name}, random_init={self.random_init:g}, restarts={self.restarts}, mode={self.mode})")
+                f"norm={self.threat.name}, {start}, restarts={self.restarts}, mode={self.mode}, "
+                f"early_stop={self.early_stop}, objective={objective})")
 
     # ---- hooks -------------------------------------------------------------------------------------
     def init_delta(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,9 +47,10 @@ class PGD(IterativeAttack):
 
     def __init__(self, model, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10, restarts: int = 1, *,
                  random_start: bool = True, norm: str = "linf", mode: str = "eval", early_stop: bool | None = None,
-                 generator=None):
+                 generator=None, objective=None):
         super().__init__(model, eps, alpha, steps, norm=norm, random_init=1.0 if random_start else 0.0,
-                         project=True, restarts=restarts, mode=mode, early_stop=early_stop, generator=generator)
+                         project=True, restarts=restarts, mode=mode, early_stop=early_stop, generator=generator,
+                         objective=objective)
 
 
 class GATAttack(IterativeAttack):

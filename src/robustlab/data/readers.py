@@ -3,8 +3,10 @@
 - CIFAR-10 / CIFAR-100: the "python version" pickles (``cifar-10-batches-py/data_batch_1..5, test_batch``;
   ``cifar-100-python/train, test``). They are read with a restricted unpickler that accepts only the
   builtin containers and numpy's array reconstruction: a crafted file cannot execute code.
-- SVHN: ``train_32x32.mat`` / ``test_32x32.mat`` (MATLAB v5; ``X`` is [32, 32, 3, N], ``y`` uses 10 for 0).
-- MNIST (and Fashion-MNIST): idx files, gzipped or not.
+- SVHN: ``train_32x32.mat`` / ``test_32x32.mat`` (MATLAB v5; ``X`` is [32, 32, 3, N], ``y`` uses 10 for 0), in
+  ``root/svhn/`` or at the root itself (torchvision's layout).
+- MNIST (and Fashion-MNIST): idx files, gzipped or not, in ``root/mnist/`` (``root/fashion_mnist/``) or in
+  torchvision's ``root/MNIST/raw/`` (``root/FashionMNIST/raw/``).
 - ImageFolder: ``root/<split>/<class>/<image>``; classes sorted by name.
 """
 from __future__ import annotations
@@ -93,8 +95,10 @@ def read_svhn(root: str | Path) -> tuple[ImageSet, ImageSet]:
     except ImportError:
         raise DataError("SVHN needs scipy to read .mat files: pip install 'robustlab[formats]'") from None
     out = []
+    base = _layout([Path(root) / "svhn", Path(root)], "train_32x32.mat")
     for split in ("train", "test"):
-        path = _require(Path(root) / "svhn" / f"{split}_32x32.mat", f"SVHN {split}_32x32.mat (cropped digits)", SVHN_URL)
+        path = _require(base / f"{split}_32x32.mat", f"SVHN {split}_32x32.mat (cropped digits) in {Path(root) / 'svhn'} "
+                        "or at the data root (torchvision's layout)", SVHN_URL)
         try:
             mat = loadmat(str(path))
         except Exception as exc:
@@ -138,11 +142,27 @@ def _find_idx(base: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (base / name).is_file():
             return base / name
-    raise DataError(f"{base / stem}: not found (nor .gz); expected the MNIST idx file; get it from {MNIST_URL}")
+    raise DataError(f"{base / stem}: not found (nor .gz); expected the MNIST idx file (torchvision's <root>/MNIST/raw/ "
+                    f"layout is read too); get it from {MNIST_URL}")
+
+
+TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def _layout(candidates: list[Path], marker: str) -> Path:
+    """The first candidate folder holding ``marker`` (or ``marker``.gz); the first one if none does (its error
+    then names the expected file)."""
+    for base in candidates:
+        if (base / marker).is_file() or (base / (marker + ".gz")).is_file():
+            return base
+    return candidates[0]
 
 
 def read_mnist(root: str | Path, folder: str = "mnist") -> tuple[ImageSet, ImageSet]:
-    base = Path(root) / folder
+    candidates = [Path(root) / folder]
+    if folder in TORCHVISION_FOLDERS:
+        candidates.append(Path(root) / TORCHVISION_FOLDERS[folder] / "raw")
+    base = _layout(candidates, "train-images-idx3-ubyte")
     out = []
     for prefix in ("train", "t10k"):
         images = read_idx(_find_idx(base, f"{prefix}-images-idx3-ubyte"))

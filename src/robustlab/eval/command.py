@@ -21,6 +21,11 @@ def attack_from_args(args) -> dict:
             raw[key] = getattr(args, key)
     if "alpha" in accepted and args.alpha is not None:
         raw["alpha"] = parse_number(args.alpha, "--alpha")
+    loss = getattr(args, "loss", "ce")
+    if loss != "ce":
+        if "loss" not in accepted:
+            raise ConfigError(f"--loss: got {loss!r}; only the pgd protocols take a loss (AutoAttack fixes its own)")
+        raw["loss"] = loss
     return raw
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,14 @@ from torch import nn
 
 from robustlab.config import Config, config_from_dict, migrate_format1
 from robustlab.core.checkpoint import load_checkpoint
+from robustlab.core.io import read_json
 from robustlab.core.errors import ConfigError
 from robustlab.core.weights import read_weights
 from robustlab.data import build_data
 from robustlab.models import build_model
+
+
+EXPORT_FORMAT = "robustlab-export/1"   # robustlab export --format safetensors
 
 
 @dataclass
@@ -45,7 +50,10 @@ def resolve_checkpoint(path: Path, which: str) -> Path:
 
 
 def load_run_model(path: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
-    """A robustlab run's model (eval mode) from a run folder (``which``: best or last) or a checkpoint file."""
+    """A robustlab run's model (eval mode) from a run folder (``which``: best or last), a checkpoint file, or an
+    export (``robustlab export``: ``.safetensors`` with its JSON)."""
+    if Path(path).suffix == ".safetensors" and Path(path).is_file():
+        return load_exported(path, device)
     ckpt_path = resolve_checkpoint(Path(path), which)
     try:
         ckpt = load_checkpoint(ckpt_path)
@@ -87,6 +95,33 @@ def load_external_model(entry: str, weights: str | Path | None = None, device: s
             raise ConfigError(f"--weights: {weights} does not fit {entry} ({first})") from None
         source = str(weights)
     return LoadedModel(model.to(device).eval(), source, None, None, entry)
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A model exported with ``--format safetensors``, rebuilt from its JSON (beside it, or in the header)."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        info = read_json(sidecar)
+    else:
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        if "robustlab" not in meta:
+            raise ConfigError(f"{path}: no {sidecar.name} beside it and no robustlab header; for a model defined "
+                              "elsewhere use --model package.module:builder --weights FILE")
+        info = json.loads(meta["robustlab"])
+    if info.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{path}: export format {info.get('format')!r}; this robustlab reads {EXPORT_FORMAT}")
+    cfg = config_from_dict(info["config"])
+    norm = info["normalization"]
+    model = build_model(cfg.model, tuple(info["input_shape"]), info["num_classes"], tuple(norm["mean"]), tuple(norm["std"]))
+    try:
+        model.load_state_dict(read_weights(path))
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: its weights do not fit the model its JSON describes "
+                          f"({str(exc).strip().splitlines()[-1].strip()})") from None
+    return LoadedModel(model.to(device).eval(), str(path), info.get("epoch"), cfg, cfg.model.name)
 
 
 def load_model(path_or_entry: str | Path, weights: str | Path | None = None, which: str = "best",

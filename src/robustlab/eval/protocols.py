@@ -30,6 +30,8 @@ class PGDProtocolConfig(ProtocolConfig):
     steps: int = spec(50, lo=1, doc="PGD iterations")
     restarts: int = spec(10, lo=1, doc="random restarts (per-sample worst case)")
     alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default eps/4)")
+    loss: str = spec("ce", choices=["ce", "cw", "dlr"], doc="the ascended loss: cross-entropy, the CW margin, or "
+                                                         "the DLR ratio (Croce & Hein, 2020)")
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Protocol:
 @EVAL_ATTACKS.register("pgd", PGDProtocolConfig)
 class PGDProtocol(Protocol):
     def pgd_spec(self, eps, norm):
-        return AttackSpec("pgd", eps, self.cfg.alpha, self.cfg.steps, self.cfg.restarts, norm)
+        return AttackSpec("pgd", eps, self.cfg.alpha, self.cfg.steps, self.cfg.restarts, norm, self.cfg.loss)
 
     def stages(self, eps, norm):
         return [PGDStage(self.pgd_spec(eps, norm))]
