@@ -87,9 +87,15 @@ def test_ray_address_errors_are_bounded_and_named():
 def test_sweep_trials_record_the_users_command(tmp_path):
     from robustlab.sweep import run_sweep
     from robustlab.sweep.study import expand_study
-    study = expand_study({"name": "cmd", "base": BASE, "grid": {"seed": [0]}, "workers": 1})
-    run_sweep(study, tmp_path / "s", log=quiet, command=["robustlab", "sweep", "my.yaml"])
-    env = read_json(next((tmp_path / "s" / "trials").iterdir()) / "env.json")
+    base = {**BASE, "train": {**BASE["train"], "progress": "lines"}}
+    study = expand_study({"name": "cmd", "base": base, "grid": {"seed": [0]}, "workers": 1})
+    lines = []
+    run_sweep(study, tmp_path / "s", log=lines.append, command=["robustlab", "sweep", "my.yaml"])
+    trial = next((tmp_path / "s" / "trials").iterdir())
+    # per-epoch lines of the running trial reach the sweep's output, each once (issue 15, section 3)
+    assert [line.split("]")[1].split()[0] for line in lines if line.startswith(f"  [{trial.name}] epoch=")] == \
+        ["epoch=1", "epoch=2"]
+    env = read_json(trial / "env.json")
     assert env["command"] == ["robustlab", "sweep", "my.yaml"]
     assert env["process_argv"][0].endswith("worker.py")
     assert json.dumps(env["starts"][0]["command"]) == json.dumps(env["command"])

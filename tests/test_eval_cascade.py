@@ -102,3 +102,25 @@ def test_autoattack_cascade_equals_the_reference_standard_run(norm, eps):
     ref.apgd_targeted.n_target_classes = ref.fab.n_target_classes = 3      # 4 classes
     _, y_adv = ref.run_standard_evaluation(x, y, batch_size=32)
     assert torch.equal(ours["robust"], y_adv == y)
+
+
+def test_progress_lines_per_chunk_and_per_step():
+    """A long evaluation reports progress: per chunk (points, robust so far, ETA) and, inside a chunk, the restart
+    and step (issue 15, section 3)."""
+    from helpers import trained_synthetic_model
+    from robustlab.attacks import AttackSpec
+    from robustlab.eval.cascade import PGDStage, run_cascade
+    model, x, y = trained_synthetic_model()
+    lines = []
+    run_cascade(model, x[:96], y[:96], [PGDStage(AttackSpec("pgd", 0.1, None, 3, 2))], chunk=32, batch_size=32,
+                log=lines.append, progress_every=0.0)
+    first, rest = lines[0], lines[1:]
+    todo, chunks = int(first.split()[1]), int(first.split(" in ")[1].split()[0])
+    assert first.startswith("PGD-3-2: ") and chunks == -(-todo // 32)
+    chunk_lines = [line for line in rest if "robust so far" in line]
+    assert len(chunk_lines) == chunks
+    assert chunk_lines[-1].startswith(f"PGD-3-2: {todo}/{todo} points") and "ETA" not in chunk_lines[-1]
+    if chunks > 1:
+        assert "ETA" in chunk_lines[0]
+    step_lines = [line for line in rest if "restart" in line]
+    assert any("chunk 1/" in line and "restart 1/2, step 1/3" in line for line in step_lines)

@@ -48,6 +48,7 @@ def test_robustbench_export_from_an_autoattack_evaluation(run, tmp_path):
     assert refused.returncode == 2 and "holds no AutoAttack evaluation" in refused.stderr
     ev = cli("eval", run, "--attack", "autoattack", "--n", "16", "--sanity", "0")
     assert ev.returncode == 0, ev.stderr
+    assert "apgd-ce: 16/16 points" in ev.stdout or "robust so far" in ev.stdout   # progress lines in the eval log
     proc = cli("export", run, "--format", "robustbench", "--name", "Tiny2026", "--venue", "none")
     assert proc.returncode == 0, proc.stderr
     assert "AutoAttack saw 16 of" in proc.stderr

@@ -63,6 +63,7 @@ class IterativeAttack:
         self.generator = generator
         self.init_std = float(init_std)      # > 0: start at sigma N(0, I) (TRADES, MART), whatever the threat model
         self.objective = objective           # per-sample (logits, y, ref) -> [B]; None: cross-entropy
+        self.on_step = None                  # optional callable(restart, step): progress of long evaluations
 
     def bind(self, model: nn.Module | None = None, eps: float | None = None, alpha: float | None = None,
              objective=None) -> "IterativeAttack":
@@ -139,11 +140,11 @@ class IterativeAttack:
             best = torch.zeros_like(x)
             robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
             best_loss = torch.full((len(x),), -float("inf"), device=x.device)
-            for _ in range(self.restarts):
+            for restart in range(self.restarts):
                 idx = robust.nonzero().squeeze(1) if self.early_stop else torch.arange(len(x), device=x.device)
                 if len(idx) == 0:
                     break
-                delta, fooled, loss = self._run(x[idx], y[idx], rows_of(ref, idx), final_check=True)
+                delta, fooled, loss = self._run(x[idx], y[idx], rows_of(ref, idx), final_check=True, restart=restart)
                 take = fooled | (robust[idx] & (loss > best_loss[idx]))
                 best[idx[take]] = delta[take]
                 best_loss[idx] = torch.where(take, loss, best_loss[idx])
@@ -154,7 +155,7 @@ class IterativeAttack:
         logits = self.model(self.transform(x + delta))
         return logits, self.loss(logits, y, ref)
 
-    def _run(self, x, y, ref=None, final_check: bool = False):
+    def _run(self, x, y, ref=None, final_check: bool = False, restart: int = 0):
         """One restart. Returns (delta, fooled flags, per-sample loss at the returned point).
 
         The loop works on a working set (``xa, ya, da``; ``active`` maps it to positions in x, None while
@@ -167,7 +168,9 @@ class IterativeAttack:
         loss_out = torch.full((n,), float("inf"), device=x.device)
         active, xa, ya, ra, da, frozen = None, x, y, ref, delta, None
         state: dict = {}
-        for _ in range(self.steps):
+        for t in range(self.steps):
+            if self.on_step is not None:
+                self.on_step(restart, t)
             da = da.detach().requires_grad_(True)
             with torch.enable_grad():
                 logits, loss = self._forward_loss(xa, da, ya, ra)

@@ -281,6 +281,8 @@ class Trainer:
             for epoch in range(start_epoch, epochs):
                 self._write_results("running", history, best, time.perf_counter() - t_start)
                 row, step = self._train_epoch(epoch, step, mode)
+                if mode == "bar" and self.dist.is_main:   # the bar has ended; say what the pause is
+                    self.log(self._monitor_line(epoch))
                 row.update(self._monitor())
                 for diag in self.diagnostics:
                     if diag.due(epoch):
@@ -464,6 +466,11 @@ class Trainer:
             flat = self.dist.sum(flat) / self.dist.world
             for g, part in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(part.view_as(g))
+
+    def _monitor_line(self, epoch: int) -> str:
+        sets = ", ".join(f"{len(y) * self.dist.world} {split}" for split, (_, y) in self.eval_sets.items())
+        attacks = " + ".join(s.describe() for s in self._monitor_specs()) or "clean accuracy"
+        return f"epoch {epoch + 1}/{self.cfg.train.epochs}: monitor {attacks} on {sets} points ..."
 
     def _monitor(self) -> dict:
         t0 = time.perf_counter()

@@ -4,7 +4,9 @@ Robust accuracy is the per-sample worst case: a point counts as robust only if i
 clean and no stage fooled it. After every chunk of points the per-example flags (clean, robust, and which
 points each stage has already attacked) are written atomically to a JSON state file, so an interrupted
 evaluation resumes at the chunk where it stopped and never re-attacks a point. The state records what it
-evaluates (checkpoint, points, threat model, eps, stages); a state for anything else is refused.
+evaluates (checkpoint, points, threat model, eps, stages); a state for anything else is refused. Progress goes to
+``log``: a line per chunk (points done, fooled, robust so far, elapsed, ETA) and, inside a PGD chunk, a line at most
+every ``progress_every`` seconds with the restart and step.
 
 Stages:
 
@@ -28,6 +30,7 @@ from torch import nn
 
 from robustlab.attacks.modes import attack_mode
 from robustlab.core.io import read_json, write_json
+from robustlab.core.progress import Progress, duration
 from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack, fraction, predict
 
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -48,10 +51,16 @@ class PGDStage:
     def describe(self) -> dict:
         return {"name": self.name, **self.spec.to_dict()}
 
-    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int) -> torch.Tensor:
+    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int,
+               on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
         gen = torch.Generator(device=x.device).manual_seed(EVAL_SEED + chunk_index)
-        _, fooled = build_eval_attack(model, self.spec, gen).perturb_with_verdict(x, y)
+        attack = build_eval_attack(model, self.spec, gen)
+        attack.on_step = on_step
+        _, fooled = attack.perturb_with_verdict(x, y)
         return fooled
+
+    def steps_per_point(self) -> int:
+        return self.spec.steps * self.spec.restarts
 
 
 def import_autoattack():
@@ -78,7 +87,8 @@ class AutoAttackStage:
         return {"name": self.component, "protocol": "AutoAttack standard (pyautoattack)", "eps": self.eps,
                 "norm": self.norm, "seed": self.seed}
 
-    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int) -> torch.Tensor:
+    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int,
+               on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
         AutoAttack = import_autoattack()
         adversary = AutoAttack(model, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps,
                                version="standard", seed=self.seed, device=x.device)
@@ -104,9 +114,33 @@ def _unflags(s: str) -> torch.Tensor:
     return torch.tensor([c == "1" for c in s], dtype=torch.bool)
 
 
+def _step_reporter(progress: Progress, stage, points: int, chunk_no: int, chunks: int, log, every: float):
+    """Inside a chunk: a line at most every ``every`` seconds with the restart and step and the stage's ETA
+    (steps of this chunk count as fractions of its points)."""
+    per_point = getattr(stage, "steps_per_point", None)
+    if per_point is None:
+        return None
+    total_steps = per_point()
+    steps = {"last": progress.clock()}
+
+    def on_step(restart: int, step: int) -> None:
+        now = progress.clock()
+        if now - steps["last"] < every:
+            return
+        steps["last"] = now
+        frac = (restart * stage.spec.steps + step) / total_steps
+        elapsed = now - progress.start
+        done = progress.done + frac * points
+        eta = elapsed / done * (progress.total - done) if done else None
+        log(f"{stage.name}: chunk {chunk_no}/{chunks} ({points} points), restart {restart + 1}/{stage.spec.restarts}, "
+            f"step {step + 1}/{stage.spec.steps}, {duration(elapsed)} elapsed" + (f", ETA {duration(eta)}" if eta else ""))
+    return on_step
+
+
 def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list, state_path: str | Path | None = None,
                 key: dict | None = None, chunk: int = 500, batch_size: int = 500, autocast=contextlib.nullcontext,
-                log: Callable[[str], None] = lambda s: None, after_chunk: Callable[[], None] | None = None) -> dict:
+                log: Callable[[str], None] = lambda s: None, after_chunk: Callable[[], None] | None = None,
+                progress_every: float = 10.0) -> dict:
     """Run ``stages`` in order, each on the still-robust points, persisting flags after every chunk.
 
     Every stage runs the model in eval mode and restores its flags. Returns {"n", "clean_acc", "robust_acc", "stages": [{"name", "robust_acc", "fooled", "seconds"}],
@@ -129,13 +163,17 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
         attacked, fooled_by = _unflags(st["attacked"]), _unflags(st["fooled"])
         todo = (robust & ~attacked).nonzero().squeeze(1)
         if len(todo):
-            log(f"{stage.name}: {len(todo)} points to attack ({int(robust.sum())} robust so far)")
+            log(f"{stage.name}: {len(todo)} points to attack in {-(-len(todo) // chunk)} chunk(s) "
+                f"({int(robust.sum())} robust so far)")
+        progress = Progress(stage.name, len(todo), log, every=progress_every)
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             t0 = time.perf_counter()
             dev = part.to(x.device)
+            on_step = _step_reporter(progress, stage, len(part), i // chunk + 1, -(-len(todo) // chunk), log,
+                                     progress_every)
             with autocast():
-                fooled = stage.fooled(model, x[dev], y[dev], int(part[0])).cpu()
+                fooled = stage.fooled(model, x[dev], y[dev], int(part[0]), on_step).cpu()
             robust[part[fooled]] = False
             fooled_by[part[fooled]] = True
             attacked[part] = True
@@ -143,6 +181,8 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
             state["robust"] = _flags(robust)
             if path is not None:
                 write_json(path, state)
+            progress.advance(len(part), f"{int(fooled.sum())} of this chunk fooled, {int(robust.sum())}/{len(y)} "
+                             "robust so far", force=True)
             if after_chunk is not None:
                 after_chunk()
     if path is not None:

@@ -129,7 +129,8 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
         out["autoattack_acc"] = res["robust_acc"] if proto_cfg.name == "autoattack" else None
         out.update(protocol.notes())
     out["seconds"] = time.perf_counter() - t0
-    out["sanity"] = sanity_checks(net, x, y, eps, norm, n=sanity, batch_size=batch_size, cascade=res) if sanity else []
+    out["sanity"] = sanity_checks(net, x, y, eps, norm, n=sanity, batch_size=batch_size, cascade=res,
+                                  log=log) if sanity else []
     out["sanity_seconds"] = time.perf_counter() - t0 - out["seconds"]
     return out
 

@@ -20,11 +20,13 @@ On the first ``n`` points (PGD with step eps/4 unless stated):
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
 from robustlab.attacks.accuracy import AttackSpec, evaluate, fraction
+from robustlab.core.progress import Progress
 
 TOLERANCE = 0.02   # accuracy slack for comparisons between attacks on a few hundred points
 
@@ -49,8 +51,18 @@ def _robust(model, x, y, eps, norm, steps, restarts, batch_size) -> float:
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-                  n: int = 200, batch_size: int = 500, cascade: dict | None = None) -> list[dict]:
-    """The flags above for ``model`` on the first ``n`` of (x, y); ``cascade`` is a run_cascade result."""
+                  n: int = 200, batch_size: int = 500, cascade: dict | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """The flags above for ``model`` on the first ``n`` of (x, y); ``cascade`` is a run_cascade result. Progress:
+    a line per attack run, with elapsed time and ETA (``log``)."""
+    scales = (0.25, 0.5, 1.0, 2.0)
+    # the attack runs below, weighted by their iterations: 4 x PGD-20, PGD-50, PGD-10, PGD-100-3
+    runs = Progress("sanity checks", len(scales) * 20 + 50 + 10 + 300, log, every=0.0, unit="attack iterations")
+
+    def robust(e, steps, restarts, what):
+        acc = _robust(model, x, y, e, norm, steps, restarts, batch_size)
+        runs.advance(steps * restarts, f"{what}: PGD-{steps}-{restarts} at eps {e:.4g} leaves {acc:.1%} robust")
+        return acc
     in_train = [name or "model" for name, m in model.named_modules() if m.training]
     flags = [_flag("train_mode", not in_train, len(in_train),
                    "model in eval mode" if not in_train else
@@ -66,17 +78,16 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     bad = fraction((g == 0).all(1) | ~torch.isfinite(g).all(1), empty=0.0)
     flags.append(_flag("zero_gradients", bad <= 0.1, bad, f"{bad:.0%} of points have an all-zero or non-finite input "
                        "gradient" + (" (gradient masking: use BPDA / black-box attacks)" if bad > 0.1 else "")))
-    scales = (0.25, 0.5, 1.0, 2.0)
-    accs = [_robust(model, x, y, s * eps, norm, 20, 1, batch_size) for s in scales]
+    accs = [robust(s * eps, 20, 1, "eps_monotone") for s in scales]
     rises = max((accs[i + 1] - accs[i] for i in range(len(accs) - 1)), default=0.0)
     flags.append(_flag("eps_monotone", rises <= TOLERANCE, dict(zip([f"{s:g}eps" for s in scales], accs)),
                        "robust accuracy falls with eps" if rises <= TOLERANCE else
                        f"robust accuracy rises by {rises:.3f} with a larger eps: the attack is failing, not the model robust"))
     big = 0.5 if norm == "linf" else 0.5 * math.sqrt(x[0].numel())
-    acc_big = _robust(model, x, y, big, norm, 50, 1, batch_size)
+    acc_big = robust(big, 50, 1, "large_eps")
     flags.append(_flag("large_eps", acc_big <= 0.05, acc_big, f"at eps {big:.3g} PGD-50 leaves {acc_big:.1%} robust"
                        + ("" if acc_big <= 0.05 else ": an unbounded attacker must win; gradients are not guiding PGD")))
-    few, many = _robust(model, x, y, eps, norm, 10, 1, batch_size), _robust(model, x, y, eps, norm, 100, 3, batch_size)
+    few, many = robust(eps, 10, 1, "more_iterations"), robust(eps, 100, 3, "more_iterations")
     flags.append(_flag("more_iterations", many <= few + TOLERANCE, {"PGD-10-1": few, "PGD-100-3": many},
                        "more iterations and restarts do not help the model" if many <= few + TOLERANCE else
                        "PGD-100-3 leaves more points robust than PGD-10: the attack is not converging"))

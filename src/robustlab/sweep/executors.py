@@ -29,6 +29,45 @@ def describe_outcome(o: dict) -> str:
     return f"  {o['name']}: {o['status']} ({o['seconds']:.0f} s)" + (f": {o['message']}" if o.get("message") else "")
 
 
+class TrialLogTail:
+    """Per-epoch lines of running trials: the lines each trial appends to its ``log.txt`` while it runs, prefixed
+    with its name (a 30-epoch CIFAR trial would otherwise be silent for hours)."""
+
+    def __init__(self, study_dir: Path, log: Callable[[str], None]):
+        self.study_dir, self.log, self.offsets = study_dir, log, {}
+
+    def _path(self, name: str) -> Path:
+        from robustlab.core.layout import trial_dir
+        return trial_dir(self.study_dir, name) / "log.txt"
+
+    def begin(self, name: str) -> None:
+        """Lines already there (an earlier, interrupted attempt) are not repeated."""
+        path = self._path(name)
+        self.offsets[name] = path.stat().st_size if path.is_file() else 0
+
+    def poll(self, names) -> None:
+        for name in names:
+            path = self._path(name)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            start = self.offsets.get(name, 0)
+            if size <= start:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                chunk = fh.read(size - start)
+            complete = chunk.rfind(b"\n") + 1          # whole lines only; the rest waits for the next poll
+            self.offsets[name] = start + complete
+            for line in chunk[:complete].decode(errors="replace").splitlines():
+                if line.strip():
+                    self.log(f"  [{name}] {line}")
+
+
+TAIL_EVERY_S = 1.0   # how often running trials' logs are read
+
+
 def local_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
@@ -41,6 +80,8 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
     running: dict[subprocess.Popen, tuple[Trial, float, Path]] = {}
     outcomes = []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    tail = TrialLogTail(study_dir, log)
+    last_poll = 0.0
     while queue or running:
         while queue and len(running) < workers:
             trial = queue.pop(0)
@@ -53,10 +94,15 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
             out.unlink(missing_ok=True)
             proc = subprocess.Popen([sys.executable, "-m", "robustlab.sweep.worker", str(study_dir), str(spec), str(out)],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            tail.begin(trial.name)
             running[proc] = (trial, time.perf_counter(), out)
         time.sleep(0.05)
+        if time.perf_counter() - last_poll >= TAIL_EVERY_S:
+            last_poll = time.perf_counter()
+            tail.poll([t.name for t, _, _ in running.values()])
         for proc in [p for p in running if p.poll() is not None]:
             trial, t0, out = running.pop(proc)
+            tail.poll([trial.name])
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             if proc.returncode == 0 and out.is_file():
                 outcome = json.loads(out.read_text())
@@ -122,9 +168,15 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
         task = ray.remote(num_cpus=study.resources["cpus"], num_gpus=study.resources["gpus"], max_retries=0)(run_trial)
         threads = max(1, int(study.resources["cpus"]))
         pending = {task.remote(str(study_dir.resolve()), t.name, t.config, threads, command): t for t in trials}
+        tail = TrialLogTail(study_dir, log)   # where the study folder is shared with the driver
+        for t in trials:
+            tail.begin(t.name)
         outcomes = []
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=TAIL_EVERY_S)
+            tail.poll([t.name for t in pending.values()])
+            if not done:
+                continue
             trial = pending.pop(done[0])
             try:
                 outcome = ray.get(done[0])
