@@ -7,7 +7,7 @@ BIN      := $(VENV)/bin
 TORCH    ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench setup clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,15 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/robustlab demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The report test renders HTML in headless Chromium (Debian's package). Best effort: installed when missing and
+# this user may (root); otherwise that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium not installed: the headless-browser report test will be skipped"
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train_throughput.py

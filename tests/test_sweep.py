@@ -101,7 +101,8 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
         assert 0 <= float(r["eval_last_robust_acc"]) <= float(r["eval_last_clean_acc"]) <= 1
         assert r["eval_best_robust_acc"] != ""
     report_md = (tmp_path / "s" / "report" / "report.md").read_text()
-    assert "eval_best_robust_acc" in report_md and "(eval.png)" in report_md
+    assert "eval best robust acc (%)" in report_md and "(eval.png)" in report_md
+    assert "## Evaluations (robustlab eval)" in report_md and "PGD-3-1" in report_md
     assert (tmp_path / "s" / "report" / "eval.png").stat().st_size > 5000
 
 

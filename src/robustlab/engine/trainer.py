@@ -467,6 +467,12 @@ class Trainer:
             for g, part in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(part.view_as(g))
 
+    def _monitor_description(self) -> dict:
+        """What the per-epoch accuracies are measured with: attacks, eps, points per split (for reports)."""
+        return {"attacks": [s.describe() for s in self._monitor_specs()], "eps": self.cfg.method.eps,
+                "norm": self.cfg.method.norm,
+                "points": {split: len(y) * self.dist.world for split, (_, y) in self.eval_sets.items()}}
+
     def _monitor_line(self, epoch: int) -> str:
         sets = ", ".join(f"{len(y) * self.dist.world} {split}" for split, (_, y) in self.eval_sets.items())
         attacks = " + ".join(s.describe() for s in self._monitor_specs()) or "clean accuracy"
@@ -513,7 +519,8 @@ class Trainer:
                "epochs": self.cfg.train.epochs, "best_epoch": best.get("epoch", 0),
                "robust_overfitting": robust_overfitting(history),
                "last": history[-1] if history else {}, "final_eval": final or {}, "train_seconds": seconds,
-               "co_epoch": next((r["epoch"] for r in history if r.get("co_fired")), None)}
+               "co_epoch": next((r["epoch"] for r in history if r.get("co_fired")), None),
+               "monitor": self._monitor_description()}
         self._write(write_json, self.run_dir / "results.json", res)
         return res
 

@@ -1,4 +1,8 @@
-"""Per-run and per-group reports drawn from run folders (metrics.jsonl, results.json, config.yaml)."""
+"""Per-run and per-group reports drawn from run folders (metrics.jsonl, results.json, config.yaml, eval/).
+
+A report opens with what the runs show (in words, with counts), then the figures, then the tables. Accuracies
+print as percentages; every figure names its attack, eps and number of points; evaluations made with
+``robustlab eval`` appear beside the training's own monitor and final evaluation."""
 from __future__ import annotations
 
 import html
@@ -11,6 +15,8 @@ import yaml
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, read_jsonl, write_text
+from robustlab.report.evals import EVAL_HEADER, eval_rows, run_evaluations
+from robustlab.report.format import INT, PCT, SECONDS, fmt, html_page, html_table, kind_of, md_table, spread
 
 CURVES = [("test_clean_acc", "clean"), ("test_pgd_acc", "PGD"), ("test_fgsm_acc", "FGSM")]
 
@@ -22,6 +28,10 @@ class RunRecord:
     metrics: list[dict]
     results: dict
 
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
 
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
@@ -32,7 +42,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
         metrics = read_jsonl(run_dir / "metrics.jsonl")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return RunRecord(run_dir, config, metrics, read_json(res_path) if res_path.is_file() else {})
+    return RunRecord(run_dir, config or {}, metrics, read_json(res_path) if res_path.is_file() else {})
 
 
 def _plt():
@@ -42,42 +52,57 @@ def _plt():
     return plt
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+def monitor_text(run: RunRecord) -> str:
+    """'PGD-10-1 and FGSM, eps 0.2, 1000 test points' for the per-epoch curves of a run."""
+    mon = run.results.get("monitor") or {}
+    cfg_m, method = run.config.get("monitor", {}), run.config.get("method", {})
+    attacks = mon.get("attacks") or ([f"PGD-{cfg_m.get('attack_steps', '?')}-{cfg_m.get('attack_restarts', '?')}"]
+                                     + (["FGSM"] if cfg_m.get("fgsm") else []))
+    n = (mon.get("points") or {}).get("test", cfg_m.get("eval_points", "?"))
+    eps = mon.get("eps", method.get("eps"))
+    eps_s = f"{eps:.4g}" if isinstance(eps, (int, float)) else "?"
+    return f"{' and '.join(attacks)}, eps {eps_s}, {n} test points"
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+def final_text(fe: dict) -> str:
+    attack = fe.get("attack") or {}
+    return f"{fe.get('protocol', 'final evaluation')}, eps {attack.get('eps', 0):.4g}, first {fe.get('n_examples', '?')} test points"
 
 
-def _html_table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def co_verdict(metrics: list[dict]) -> tuple[str, int | None]:
+    """('co', onset) when robust accuracy collapsed while clean accuracy held; ('failure', epoch) when both fell
+    (a training failure, not CO); ('none', None) otherwise."""
+    from robustlab.diagnostics import co_onset_in_metrics
+    from robustlab.diagnostics.catastrophic import co_onset
+    onset = co_onset_in_metrics(metrics)
+    if onset is not None:
+        return "co", onset
+    collapse = co_onset([m.get("test_pgd_acc") for m in metrics])
+    return ("failure", collapse) if collapse is not None else ("none", None)
 
 
-def _html_page(title: str, sections: list[tuple[str, str]]) -> str:
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}")
-    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+def _legend_below(fig, axes, ncol: int = 4) -> None:
+    """One legend under the panels (never over the curves), from the first axes that has labelled lines."""
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=8, frameon=False)
+            rows = -(-len(labels) // min(ncol, len(labels)))
+            fig.tight_layout(rect=(0, 0.05 + 0.05 * rows, 1, 1))
+            return
+    fig.tight_layout()
 
 
-def _final_row(run: RunRecord) -> dict:
-    from robustlab.diagnostics import robust_overfitting
-    last = run.results.get("last") or (run.metrics[-1] if run.metrics else {})
-    fe = run.results.get("final_eval", {})
-    return {"status": run.results.get("status", "unknown"), "epochs": run.results.get("epochs_completed", len(run.metrics)),
-            "clean": last.get("test_clean_acc"), "pgd": last.get("test_pgd_acc"), "fgsm": last.get("test_fgsm_acc"),
-            "best_pgd": max((m.get("test_pgd_acc") or 0.0 for m in run.metrics), default=None),
-            "pgd_gap": robust_overfitting(run.metrics, "test_pgd_acc").get("gap"),
-            "final_clean": fe.get("last", {}).get("clean_acc"), "final_robust": fe.get("last", {}).get("robust_acc"),
-            "final_best_robust": fe.get("best", {}).get("robust_acc"),
-            "protocol": fe.get("protocol"), "seconds": run.results.get("train_seconds")}
+def _mark_onsets(ax, runs: list[RunRecord], color, label_prefix: str = "") -> None:
+    """Each run's CO onset as a dotted line, labelled with its seed (or 'failure' onsets dashed)."""
+    for r in runs:
+        verdict, epoch = co_verdict(r.metrics)
+        if epoch is None:
+            continue
+        ax.axvline(epoch, color=color, ls=":" if verdict == "co" else "--", lw=1)
+        tag = f"{label_prefix}CO" if verdict == "co" else f"{label_prefix}failure"
+        ax.annotate(f"{tag} s{r.seed}", (epoch, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                    va="top", ha="right", color=color)
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -85,49 +110,123 @@ def write_run_report(run_dir: str | Path) -> Path:
     run = load_run(run_dir)
     out = run.path / "report"
     out.mkdir(exist_ok=True)
-    plt = _plt()
-    from robustlab.diagnostics import robust_overfitting
-    grad = any("grad_norm_sq_mean" in m for m in run.metrics)
-    fig, axes = plt.subplots(1, 3 + grad, figsize=(5 * (3 + grad), 4))
-    epochs = [m["epoch"] for m in run.metrics]
-    for key, label in CURVES + [("trainset_pgd_acc", "PGD on training points"), ("train_acc", "train (method inputs)")]:
-        vals = [m.get(key) for m in run.metrics]
-        if any(v is not None for v in vals):
-            axes[0].plot(epochs, [math.nan if v is None else v for v in vals], marker="o", ms=3, label=label)
-    ro = robust_overfitting(run.metrics, "test_pgd_acc")
-    if ro:
-        axes[0].axvline(ro["best_epoch"], color="grey", ls=":", lw=1)
-        axes[0].annotate(f"best PGD {ro['best']:.3f} (epoch {ro['best_epoch']}); last - best {-ro['gap']:+.3f}",
-                         (ro["best_epoch"], ro["best"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    axes[0].set(title="accuracy (test subset unless stated)", xlabel="epoch", ylim=(0, 1))
-    axes[0].legend(fontsize=8)
-    if grad:
-        for key, label in (("grad_norm_sq_mean", "epoch mean"), ("grad_norm_sq_max", "epoch max")):
-            axes[3].plot(epochs, [m.get(key) for m in run.metrics], marker="o", ms=3, label=label)
-        axes[3].set(title="squared global gradient norm", xlabel="epoch", yscale="log")
-        axes[3].legend(fontsize=8)
-    axes[1].plot(epochs, [m.get("train_loss") for m in run.metrics], marker="o", ms=3)
-    axes[1].set(title="train loss", xlabel="epoch")
-    axes[2].plot(epochs, [m.get("lr") for m in run.metrics], marker="o", ms=3)
-    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch")
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=90)
-    plt.close(fig)
-    f = _final_row(run)
     method = run.config.get("method", {})
-    title = f"robustlab run: {method.get('name', '?')} eps={method.get('eps', '?'):.4g} on {run.config.get('data', {}).get('name', '?')}"
-    header = ["status", "epochs", "test clean", "test PGD (monitor)", "test FGSM", "best PGD", f"final {f['protocol'] or 'eval'} clean", "robust", "train s"]
-    rows = [[f["status"], f["epochs"], f["clean"], f["pgd"], f["fgsm"], f["best_pgd"], f["final_clean"], f["final_robust"], f["seconds"]]]
-    mkeys = [k for k in (run.metrics[0] if run.metrics else {}) if k != "epoch"]
-    mrows = [[m.get("epoch")] + [m.get(k) for k in mkeys] for m in run.metrics]
-    write_text(out / "report.md", f"# {title}\n\n![curves](curves.png)\n\n## Summary\n\n{_md_table(header, rows)}\n\n"
-                                  f"## Per-epoch metrics\n\n{_md_table(['epoch'] + mkeys, mrows)}\n")
-    write_text(out / "report.html", _html_page(title, [("Curves", "<img src='curves.png' width='100%'>"),
-                                                       ("Summary", _html_table(header, rows)),
-                                                       ("Per-epoch metrics", _html_table(['epoch'] + mkeys, mrows))]))
+    eps = method.get("eps")
+    title = (f"robustlab run {run.path.resolve().name}: {method.get('name', '?')}"
+             + (f" eps {eps:.4g}" if isinstance(eps, (int, float)) else "")
+             + f" on {run.config.get('data', {}).get('name', '?')}")
+    evals = run_evaluations(run.path)
+    images = []
+    if run.metrics:
+        _run_curves(run, out / "curves.png")
+        images.append(("Curves", "curves.png"))
+    findings = run_findings(run, evals)
+    tables = []
+    if evals:
+        tables.append(("Evaluations (robustlab eval)", EVAL_HEADER, eval_rows(evals, fmt)))
+    fe = run.results.get("final_eval") or {}
+    if fe.get("last"):
+        rows = [[which, fmt(fe[which].get("clean_acc"), PCT), fmt(fe[which].get("robust_acc"), PCT)]
+                for which in ("last", "best") if which in fe]
+        tables.append((f"Final evaluation at the end of training ({final_text(fe)})",
+                       ["checkpoint", "clean (%)", "robust (%)"], rows))
+    if run.metrics:
+        keys = [k for k in run.metrics[0] if k not in ("epoch", "co_fired")]
+        tables.append((f"Per-epoch metrics (monitor: {monitor_text(run)}; accuracies in %)", ["epoch"] + keys,
+                       [[fmt(m.get("epoch"), INT)] + [fmt(m.get(k), kind_of(k)) for k in keys] for m in run.metrics]))
+    _write_pages(out, title, findings, images, tables)
     return out
 
 
+def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
+    res = run.results
+    lines = [f"Status: {res.get('status', 'unknown')} after {res.get('epochs_completed', len(run.metrics))} of "
+             f"{res.get('epochs', run.config.get('train', {}).get('epochs', '?'))} epochs"
+             + (f" ({res['message']})" if res.get("message") else "") + "."]
+    if not run.metrics:
+        lines.append("No epoch has been recorded yet: there are no curves to draw.")
+        return lines
+    verdict, epoch = co_verdict(run.metrics)
+    if verdict == "co":
+        lines.append(f"Catastrophic overfitting at epoch {epoch}: test PGD accuracy collapsed and stayed down while "
+                     "clean accuracy held.")
+    elif verdict == "failure":
+        lines.append(f"Training failure from epoch {epoch}: robust and clean accuracy fell together (not CO).")
+    last = run.metrics[-1]
+    lines.append(f"Last epoch ({monitor_text(run)}): clean {fmt(last.get('test_clean_acc'), PCT)} %, PGD "
+                 f"{fmt(last.get('test_pgd_acc'), PCT)} %.")
+    fe = res.get("final_eval") or {}
+    if fe.get("last"):
+        lines.append(f"Final evaluation ({final_text(fe)}): last checkpoint {fmt(fe['last'].get('robust_acc'), PCT)} % "
+                     f"robust, {fmt(fe['last'].get('clean_acc'), PCT)} % clean"
+                     + (f"; best checkpoint (epoch {res.get('best_epoch')}) {fmt(fe['best'].get('robust_acc'), PCT)} % "
+                        "robust" if fe.get("best") else "") + ".")
+    for r in evals:
+        lines.append(f"robustlab eval {r['protocol']} ({r.get('threat_model')} eps {r.get('eps')}, "
+                     f"{r.get('n_examples')} points, {Path(str(r.get('checkpoint', '?'))).stem} checkpoint): "
+                     f"{fmt(r.get('robust_acc'), PCT)} % robust, {fmt(r.get('clean_acc'), PCT)} % clean; sanity "
+                     f"checks {_sanity_words(r)}.")
+    return lines
+
+
+def _sanity_words(res: dict) -> str:
+    from robustlab.report.evals import sanity_summary
+    return sanity_summary(res)
+
+
+def _run_curves(run: RunRecord, path: Path) -> None:
+    from robustlab.diagnostics import robust_overfitting
+    plt = _plt()
+    grad = any("grad_norm_sq_mean" in m for m in run.metrics)
+    panels = 3 + grad
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2))
+    epochs = [m["epoch"] for m in run.metrics]
+    acc = axes[0]
+    for key, label in CURVES + [("trainset_pgd_acc", "PGD on training points"), ("train_acc", "train (method inputs)")]:
+        vals = [m.get(key) for m in run.metrics]
+        if any(v is not None for v in vals):
+            acc.plot(epochs, [math.nan if v is None else 100 * v for v in vals], marker="o", ms=3, label=label)
+    ro = robust_overfitting(run.metrics, "test_pgd_acc")
+    if ro:
+        acc.plot([ro["best_epoch"]], [100 * ro["best"]], marker="*", ms=11, color="k", ls="none",
+                 label=f"best PGD (epoch {ro['best_epoch']})")
+    _mark_onsets(acc, [run], "crimson")
+    acc.set(title=f"accuracy: {monitor_text(run)}", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
+    acc.title.set_fontsize(9)
+    axes[1].plot(epochs, [m.get("train_loss") for m in run.metrics], marker="o", ms=3)
+    axes[1].set(title="training loss (the method's objective)", xlabel="epoch", ylabel="loss")
+    axes[2].plot(epochs, [m.get("lr") for m in run.metrics], marker="o", ms=3)
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
+    if grad:
+        for key, label in (("grad_norm_sq_mean", "epoch mean"), ("grad_norm_sq_max", "epoch max")):
+            axes[3].plot(epochs, [m.get(key) for m in run.metrics], marker="o", ms=3, label=f"grad norm² {label}")
+        axes[3].set(title="squared global gradient norm", xlabel="epoch", ylabel="sum_p ||dL/dp||²", yscale="log")
+    _legend_below(fig, [acc, axes[-1]] if grad else [acc], ncol=4)
+    if grad:   # the gradient panel's own legend, small, inside (two entries)
+        axes[3].legend(fontsize=7)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _write_pages(out: Path, title: str, findings: list[str], images: list[tuple[str, str]],
+                 tables: list[tuple[str, list[str], list[list[str]]]], links: list[tuple[str, str]] = ()) -> None:
+    md = [f"# {title}", "", "## What the runs show", ""] + [f"- {line}" for line in findings]
+    for heading, file in images:
+        md += ["", f"## {heading}", "", f"![{heading}]({file})"]
+    for heading, header, rows in tables:
+        md += ["", f"## {heading}", "", md_table(header, rows)]
+    md += [f"\n[{text}]({href})" for text, href in links]
+    write_text(out / "report.md", "\n".join(md) + "\n")
+    lead = "<h2>What the runs show</h2><ul class='findings'>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>"
+    sections = [(h, f"<img src='{html.escape(f)}' alt='{html.escape(h)}'>") for h, f in images]
+    sections += [(h, html_table(header, rows)) for h, header, rows in tables]
+    if links:
+        sections.append(("Files", "<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>"
+                                                   for text, href in links) + "</ul>"))
+    write_text(out / "report.html", html_page(title, sections, lead))
+
+
+# ---- groups of runs (studies, demos) ---------------------------------------------------------------------
 def _mean_spread(values: list[float]) -> tuple[float, float, float]:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -139,39 +238,41 @@ DIAGNOSTICS = [("diag_elle_error", "ELLE linearity error", True), ("diag_gradali
                ("diag_fgsm_pgd_gap", "FGSM - PGD accuracy gap", False)]
 
 
-def _plot_groups(ax, runs: dict[str, list[RunRecord]], key: str) -> None:
+def _plot_groups(ax, runs: dict[str, list[RunRecord]], key: str, scale: float = 1.0) -> None:
     """Per group: the mean over its runs of ``key`` per epoch, shaded min-max."""
     for name, group in runs.items():
         n_ep = max((len(r.metrics) for r in group), default=0)
         xs, mean, lo, hi = [], [], [], []
         for e in range(n_ep):
             m, a, b = _mean_spread([r.metrics[e].get(key) for r in group if len(r.metrics) > e])
-            xs.append(e + 1), mean.append(m), lo.append(a), hi.append(b)
-        line, = ax.plot(xs, mean, marker="o", ms=3, label=name)
+            xs.append(e + 1), mean.append(scale * m), lo.append(scale * a), hi.append(scale * b)
+        line, = ax.plot(xs, mean, marker="o", ms=3, label=f"{name} (n={len(group)})")
         ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
 
 
+def _group_colors(ax, runs: dict[str, list[RunRecord]]):
+    return zip([line.get_color() for line in ax.get_lines()], runs.values())
+
+
 def _mark_best_epochs(ax, runs: dict[str, list[RunRecord]]) -> None:
-    """Each run's best robust epoch as a marker on its group's curve colour (robust overfitting: the best epoch
-    is well before the last)."""
+    """Each run's best robust epoch as a star in its group's colour (robust overfitting: best well before last)."""
     from robustlab.diagnostics import robust_overfitting
-    for line, group in zip(ax.get_lines(), runs.values()):
+    for color, group in list(_group_colors(ax, runs)):
         for r in group:
             ro = robust_overfitting(r.metrics, "test_pgd_acc")
             if ro:
-                ax.plot([ro["best_epoch"]], [ro["best"]], marker="*", ms=10, color=line.get_color(), ls="none")
+                ax.plot([ro["best_epoch"]], [100 * ro["best"]], marker="*", ms=10, color=color, ls="none")
 
 
 def _plot_grad_norms(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
     """Gradient instability: the epoch mean and max of the squared global gradient norm, per group (log scale)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (key, title) in zip(axes, [("grad_norm_sq_mean", "squared gradient norm, epoch mean"),
                                        ("grad_norm_sq_max", "squared gradient norm, epoch max")]):
         _plot_groups(ax, runs, key)
-        ax.set(title=title, xlabel="epoch", ylabel="sum_p ||dL/dp||^2")
+        ax.set(title=title, xlabel="epoch", ylabel="sum_p ||dL/dp||²")
         ax.set_yscale("log")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(fig, axes)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -179,81 +280,138 @@ def _plot_grad_norms(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
 def _plot_diagnostics(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
     """The per-epoch linearity diagnostics of every group, with each run's CO onset as a dotted line in its
     group's colour: ELLE's error and the FGSM-PGD gap jump, the gradient cosine drops, when CO sets in."""
-    from robustlab.diagnostics import co_onset_in_metrics
-    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(5 * len(DIAGNOSTICS), 4))
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(5 * len(DIAGNOSTICS), 4.2))
+    ylabels = {"diag_elle_error": "E_ELLE (log)", "diag_gradalign_cos": "cos(grad at x, grad at x + u)",
+               "diag_fgsm_pgd_gap": "FGSM - PGD accuracy"}
     for ax, (key, title, log) in zip(axes, DIAGNOSTICS):
         _plot_groups(ax, runs, key)
-        for line, group in zip(ax.get_lines(), runs.values()):
-            for r in group:
-                onset = co_onset_in_metrics(r.metrics)
-                if onset is not None:
-                    ax.axvline(onset, color=line.get_color(), ls=":", lw=1)
-        ax.set(title=title, xlabel="epoch")
+        for color, group in list(_group_colors(ax, runs)):
+            _mark_onsets(ax, group, color)
+        ax.set(title=title, xlabel="epoch", ylabel=ylabels[key])
         if log:
             ax.set_yscale("log")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(fig, axes)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
+def _group_curves(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
+    """Accuracy curves of every group (%), each panel titled with its attack, eps and points, each run's CO onset
+    (dotted) or training failure (dashed) labelled with its seed."""
+    first = next(r for g in runs.values() for r in g)
+    curves = [(k, label) for k, label in CURVES + [("trainset_pgd_acc", "PGD on training points (training labels)")]
+              if any(m.get(k) is not None for g in runs.values() for r in g for m in r.metrics)] or CURVES[:1]
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.4), sharey=True, squeeze=False)
+    axes = axes[0]
+    mon = monitor_text(first)
+    for ax, (key, label) in zip(axes, curves):
+        _plot_groups(ax, runs, key, scale=100.0)
+        if key == "test_pgd_acc":
+            _mark_best_epochs(ax, runs)
+        if key in ("test_pgd_acc", "test_clean_acc"):
+            for color, group in list(_group_colors(ax, runs)):
+                _mark_onsets(ax, group, color)
+        where = "training points" if key.startswith("trainset") else mon
+        ax.set(title=f"{label} accuracy\n({where})" + ("\nstars: each run's best epoch" if key == "test_pgd_acc" else ""),
+               xlabel="epoch", ylim=(0, 100))
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("accuracy (%)")
+    _legend_below(fig, axes, ncol=3)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def group_findings(runs: dict[str, list[RunRecord]]) -> list[str]:
+    """One sentence per group with counts over its runs: CO, training failures, final robust and clean accuracy."""
+    lines = []
+    for name, group in runs.items():
+        verdicts = [co_verdict(r.metrics) for r in group]
+        co = [e for v, e in verdicts if v == "co"]
+        fail = [e for v, e in verdicts if v == "failure"]
+        finished = sum(r.results.get("status") == "finished" for r in group)
+        parts = [f"{name}: {finished} of {len(group)} runs finished",
+                 f"CO in {len(co)} of {len(group)}" + (f" (onset epochs {', '.join(map(str, sorted(co)))})" if co else "")]
+        if fail:
+            parts.append(f"training failure (clean accuracy fell too) in {len(fail)} of {len(group)}")
+        fes = [r.results.get("final_eval") or {} for r in group]
+        with_final = [fe for fe in fes if fe.get("last")]
+        if with_final:
+            parts.append(f"{final_text(with_final[0])}, last checkpoint: robust "
+                         f"{spread([fe['last'].get('robust_acc') for fe in with_final])} %, clean "
+                         f"{spread([fe['last'].get('clean_acc') for fe in with_final])} % (mean ± sd, min–max over "
+                         f"{len(with_final)} runs)")
+        else:
+            parts.append(f"last-epoch PGD {spread([r.metrics[-1].get('test_pgd_acc') for r in group if r.metrics])} %")
+        lines.append("; ".join(parts) + ".")
+    return lines
+
+
 def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Path]], title: str,
                             notes: str = "", extra_images: list[tuple[str, str]] = (),
-                            trial_table: tuple[list[str], list[list]] | None = None) -> Path:
-    """Curves of every group (mean over its runs, shaded min-max) and a final table, into ``out_dir``;
-    ``extra_images`` are (heading, file in out_dir) pairs; ``trial_table`` replaces the per-run list.
-    The 'CO runs' column counts runs with catastrophic overfitting (robustlab.diagnostics.co_onset)."""
-    from robustlab.diagnostics import co_onset_in_metrics
+                            trial_table: tuple[list[str], list[list]] | None = None,
+                            links: list[tuple[str, str]] = (), eval_table: list[list[str]] | None = None) -> Path:
+    """What the groups show (counts over runs), their curves (mean over runs, shaded min-max), then tables: the
+    last epoch's monitor and the final evaluation per group (mean ± sd (min-max)), evaluations, every run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = {label: [load_run(p) for p in paths] for label, paths in groups.items()}
+    runs = {label: [r for r in group if r.metrics] for label, group in runs.items()}
+    runs = {label: group for label, group in runs.items() if group}
     plt = _plt()
-    curves = [(k, label) for k, label in CURVES + [("trainset_pgd_acc", "PGD on training points (training labels)")]
-              if any(m.get(k) is not None for g in runs.values() for r in g for m in r.metrics)] or CURVES[:1]
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), sharey=True)
-    for ax, (key, label) in zip(axes, curves):
-        _plot_groups(ax, runs, key)
-        if key == "test_pgd_acc":
-            _mark_best_epochs(ax, runs)
-        where = "" if key.startswith("trainset") else "test "
-        ax.set(title=f"{where}{label} accuracy" + (" (stars: each run's best epoch)" if key == "test_pgd_acc" else ""),
-               xlabel="epoch", ylim=(0, 1))
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=90)
-    plt.close(fig)
-    if any("diag_elle_error" in m for g in runs.values() for r in g for m in r.metrics):
-        _plot_diagnostics(plt, runs, out / "diagnostics.png")
-        extra_images = [("Linearity diagnostics (fixed training batch; dotted lines: CO onsets)", "diagnostics.png")] + list(extra_images)
-    if any("grad_norm_sq_mean" in m for g in runs.values() for r in g for m in r.metrics):
-        _plot_grad_norms(plt, runs, out / "grad_norms.png")
-        extra_images = [("Gradient instability (squared global gradient norm per step)", "grad_norms.png")] + list(extra_images)
-    protocols = {_final_row(r)["protocol"] for g in runs.values() for r in g} - {None}
-    final_name = protocols.pop() if len(protocols) == 1 else "final eval"
-    header = ["method", "runs", "clean (mean)", "PGD (mean)", "PGD min", "PGD max", "FGSM (mean)", "best-epoch PGD (mean)",
-              "best - last PGD (mean)", f"{final_name} last (mean)", f"{final_name} best ckpt (mean)"]
-    header.append("CO runs")
-    rows = []
-    for name, group in runs.items():
-        finals = [_final_row(r) for r in group]
-        pgd = _mean_spread([f["pgd"] for f in finals])
-        row = [name, len(group), _mean_spread([f["clean"] for f in finals])[0], pgd[0], pgd[1], pgd[2],
-               _mean_spread([f["fgsm"] for f in finals])[0], _mean_spread([f["best_pgd"] for f in finals])[0],
-               _mean_spread([f["pgd_gap"] for f in finals])[0],
-               _mean_spread([f["final_robust"] for f in finals])[0], _mean_spread([f["final_best_robust"] for f in finals])[0]]
-        row.append(f"{sum(co_onset_in_metrics(r.metrics) is not None for r in group)}/{len(group)}")
-        rows.append(row)
+    images = []
+    if runs:
+        _group_curves(plt, runs, out / "curves.png")
+        images.append(("Accuracy curves (mean over runs, shaded min–max; dotted: CO onsets, dashed: training failures)",
+                       "curves.png"))
+        if any("diag_elle_error" in m for g in runs.values() for r in g for m in r.metrics):
+            _plot_diagnostics(plt, runs, out / "diagnostics.png")
+            images.append(("Linearity diagnostics (fixed training batch; dotted lines: CO onsets)", "diagnostics.png"))
+        if any("grad_norm_sq_mean" in m for g in runs.values() for r in g for m in r.metrics):
+            _plot_grad_norms(plt, runs, out / "grad_norms.png")
+            images.append(("Gradient instability (squared global gradient norm per step)", "grad_norms.png"))
+    images += list(extra_images)
+    findings = group_findings(runs) if runs else ["No run has recorded an epoch yet."]
+    if notes:
+        findings.append(notes)
+    tables = []
+    if runs:
+        first = next(r for g in runs.values() for r in g)
+        tables.append((f"Last epoch, training monitor ({monitor_text(first)}); % as mean ± sd (min–max) over runs",
+                       ["group", "runs", "clean", "PGD", "FGSM", "best-epoch PGD", "best − last PGD", "CO runs"],
+                       [[name, str(len(g)), spread([r.metrics[-1].get("test_clean_acc") for r in g]),
+                         spread([r.metrics[-1].get("test_pgd_acc") for r in g]),
+                         spread([r.metrics[-1].get("test_fgsm_acc") for r in g]),
+                         spread([_best_pgd(r) for r in g]), spread([_gap(r) for r in g]),
+                         f"{sum(co_verdict(r.metrics)[0] == 'co' for r in g)}/{len(g)}"] for name, g in runs.items()]))
+        fes = {name: [r.results.get("final_eval") or {} for r in g] for name, g in runs.items()}
+        rows = [[name, str(sum(bool(fe.get("last")) for fe in f)),
+                 spread([fe["last"].get("clean_acc") for fe in f if fe.get("last")]),
+                 spread([fe["last"].get("robust_acc") for fe in f if fe.get("last")]),
+                 spread([fe["best"].get("robust_acc") for fe in f if fe.get("best")])] for name, f in fes.items()]
+        with_final = [fe for f in fes.values() for fe in f if fe.get("last")]
+        if with_final:
+            tables.append((f"Final evaluation at the end of training ({final_text(with_final[0])}); %",
+                           ["group", "runs", "clean (last)", "robust (last)", "robust (best checkpoint)"], rows))
+    if eval_table:
+        tables.append(("Evaluations (robustlab eval)", ["trial"] + EVAL_HEADER, eval_table))
     if trial_table is None:
-        trial_table = (["group", "run folder", "status", "PGD", "FGSM"],
-                       [[name, str(r.path.relative_to(out.parent) if r.path.is_relative_to(out.parent) else r.path),
-                         _final_row(r)["status"], _final_row(r)["pgd"], _final_row(r)["fgsm"]]
+        trial_table = (["group", "run folder", "status", "seed", "PGD (%)", "FGSM (%)"],
+                       [[name, str(r.path), r.results.get("status", "?"), str(r.seed),
+                         fmt(r.metrics[-1].get("test_pgd_acc"), PCT), fmt(r.metrics[-1].get("test_fgsm_acc"), PCT)]
                         for name, group in runs.items() for r in group])
-    images_md = "".join(f"\n\n## {h}\n\n![{h}]({f})" for h, f in extra_images)
-    md = (f"# {title}\n\n{notes}\n\n![curves](curves.png){images_md}\n\n## Final epoch (test subset)\n\n"
-          f"{_md_table(header, rows)}\n\n## Runs\n\n{_md_table(*trial_table)}\n")
-    write_text(out / "report.md", md)
-    sections = [("About", f"<p>{html.escape(notes)}</p>"), ("Curves", "<img src='curves.png' width='100%'>")]
-    sections += [(h, f"<img src='{html.escape(f)}' width='100%'>") for h, f in extra_images]
-    sections += [("Final epoch (test subset)", _html_table(header, rows)), ("Runs", _html_table(*trial_table))]
-    write_text(out / "report.html", _html_page(title, sections))
+    tables.append(("Runs", *trial_table))
+    _write_pages(out, title, findings, images, tables, links)
     return out
+
+
+def _best_pgd(r: RunRecord):
+    vals = [m.get("test_pgd_acc") for m in r.metrics if m.get("test_pgd_acc") is not None]
+    return max(vals) if vals else None
+
+
+def _gap(r: RunRecord):
+    from robustlab.diagnostics import robust_overfitting
+    return robust_overfitting(r.metrics, "test_pgd_acc").get("gap")
+
+
+__all__ = ["CURVES", "RunRecord", "SECONDS", "load_run", "write_comparison_report", "write_run_report"]

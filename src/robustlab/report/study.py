@@ -13,6 +13,7 @@ from pathlib import Path
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import parse_number
+from robustlab.report.format import PCT, TEXT, describe_value, fmt, kind_of
 from robustlab.report.runs import _plt, write_comparison_report
 from robustlab.report.table import study_rows
 from robustlab.core.layout import trial_dir
@@ -61,16 +62,18 @@ def plot_metric_vs_key(rows, keys, key, out_png: Path) -> None:
             continue                 # unfinished, or a trial whose list entry does not set this key
         label = group_label(r, keys, {key} | others) + "".join(f" {k.split('.')[-1]}={r[k]}" for k in others)
         groups.setdefault(label, {}).setdefault(_num(r[key]), []).append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, (metric, title) in zip(axes, [("test_pgd_acc", "PGD accuracy"), ("test_clean_acc", "clean accuracy")]):
         for label, by_x in groups.items():
             xs = sorted(by_x)
             stats = [_agg([r[metric] for r in by_x[x]]) for x in xs]
-            line, = ax.plot(xs, [s[0] for s in stats], marker="o", label=label)
-            ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], alpha=0.2, color=line.get_color())
-        ax.set(xlabel=key, ylabel=f"final {title}", title=f"final {title} vs {key} (mean, min-max over seeds)", ylim=(0, 1))
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+            line, = ax.plot(xs, [100 * s[0] for s in stats], marker="o", label=label)
+            ax.fill_between(xs, [100 * s[1] for s in stats], [100 * s[2] for s in stats], alpha=0.2, color=line.get_color())
+        ax.set(xlabel=key, ylabel=f"last-epoch {title} (%)", title=f"last-epoch {title} (monitor) vs {key}\n"
+               "mean, shaded min–max over seeds", ylim=(0, 100))
+        ax.title.set_fontsize(9)
+    from robustlab.report.runs import _legend_below
+    _legend_below(fig, axes, ncol=3)
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
 
@@ -97,15 +100,17 @@ def plot_heatmap(rows, keys, kx, ky, out_png: Path) -> None:
         xs = sorted({_num(r[kx]) for r in grp})
         ys = sorted({_num(r[ky]) for r in grp})
         grid = [[_agg([r[metric] for r in grp if _num(r[kx]) == x and _num(r[ky]) == y])[0] for x in xs] for y in ys]
-        im = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        grid = [[100 * v for v in row] for row in grid]
+        im = ax.imshow(grid, origin="lower", vmin=0, vmax=100, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs])
         ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys])
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
                 if not math.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.5 else "k", fontsize=8)
-        ax.set(xlabel=kx, ylabel=ky, title=f"{label}: {title}")
-        fig.colorbar(im, ax=ax)
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 50 else "k", fontsize=8)
+        ax.set(xlabel=kx, ylabel=ky, title=f"{label}:\n{title} (%, mean over seeds)")
+        ax.title.set_fontsize(9)
+        fig.colorbar(im, ax=ax, label="accuracy (%)")
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
@@ -133,12 +138,13 @@ def plot_eval_summary(rows, keys, protocol: str, out_png: Path) -> bool:
         ys = [k + (i - (len(bars) - 1) / 2) * height for k in range(len(labels))]
         means = [s[0] for s in stats]
         err = [[m - s[1] for m, s in zip(means, stats)], [s[2] - m for m, s in zip(means, stats)]]
-        ax.barh(ys, means, height=height, color=color, label=name, xerr=err, error_kw={"elinewidth": 0.8})
+        ax.barh(ys, [100 * m for m in means], height=height, color=color, label=name,
+                xerr=[[100 * e for e in side] for side in err], error_kw={"elinewidth": 0.8})
     mon = [_agg([r.get("test_pgd_acc") for r in groups[g]])[0] for g in labels]
-    ax.plot(mon, [k + 1.5 * height for k in range(len(labels))], "kx", label="monitor PGD (last epoch)")
+    ax.plot([100 * m for m in mon], [k + 1.5 * height for k in range(len(labels))], "kx", label="monitor PGD (last epoch)")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="accuracy", title=f"robustlab eval: {protocol} (mean over seeds, whiskers min-max)")
+    ax.set(xlim=(0, 100), xlabel="accuracy (%)", title=f"robustlab eval: {protocol} (mean over seeds, whiskers min–max)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
@@ -172,11 +178,50 @@ def write_study_report(study_dir: str | Path) -> Path:
         if (trial_dir(study_dir, r["trial"]) / "metrics.jsonl").is_file():
             groups.setdefault(group_label(r, keys, set()), []).append(trial_dir(study_dir, r["trial"]))
     status = {s: sum(r["status"] == s for r in rows) for s in sorted({str(r["status"]) for r in rows})}
-    notes = ((manifest.get("title") + ". ") if manifest.get("title") else "") + (f"Study '{manifest['name']}': {len(rows)} trials ({', '.join(f'{v} {k}' for k, v in status.items())}); "
-             f"varying keys: {', '.join(keys) or 'none'}. Curves: mean over the runs of a group, shaded min-max. "
-             "'CO runs': runs whose test PGD accuracy fell below a quarter of its earlier peak and stayed there "
-             "while clean accuracy stayed at >= 3/4 of its level at that peak (robustlab.diagnostics.co_onset; a "
-             "model that lost clean accuracy too is a training failure, not CO). The full table is table.csv.")
-    table = [[r[h] for h in header if h != "message"] for r in rows]
-    return write_comparison_report(out, groups, f"robustlab study: {manifest['name']}", notes,
-                                   extra_images=extra, trial_table=([h for h in header if h != "message"], table))
+    notes = ((manifest.get("title") + ". ") if manifest.get("title") else "") + (
+        f"Study '{manifest['name']}': {len(rows)} trials ({', '.join(f'{v} {k}' for k, v in status.items())}); "
+        f"varying keys: {', '.join(keys) or 'none'}. 'CO': test PGD accuracy fell below a quarter of its earlier peak "
+        "and stayed there while clean accuracy stayed at >= 3/4 of its level at that peak "
+        "(robustlab.diagnostics.co_onset); a run that lost clean accuracy too is counted as a training failure.")
+    columns = trial_columns(header, rows, keys)
+    table = [[_cell(h, r[h]) for h in columns] for r in rows]
+    return write_comparison_report(out, groups, f"robustlab study: {manifest['name']}", notes, extra_images=extra,
+                                   trial_table=([_title(h) for h in columns], table),
+                                   links=[("table.csv: every trial, every column", "../table.csv")],
+                                   eval_table=study_eval_rows(study_dir, manifest) or None)
+
+
+SHOWN = ["status", "epochs", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
+         "pgd_gap", "final_protocol", "final_clean_acc", "final_robust_acc", "final_best_robust_acc",
+         "eval_best_robust_acc", "eval_last_robust_acc", "eval_flags", "train_seconds"]
+
+
+def trial_columns(header: list[str], rows: list[dict], keys: list[str]) -> list[str]:
+    """The runs table's columns: the trial, the study's keys that vary, then the main figures (table.csv has them
+    all); a column empty in every row is left out."""
+    varying = [k for k in keys if len({describe_value(r.get(k)) for r in rows}) > 1]
+    cols = ["trial", *varying, *[h for h in SHOWN if h in header]]
+    return [c for c in cols if c == "trial" or any(r.get(c) not in (None, "") for r in rows)]
+
+
+def _title(column: str) -> str:
+    short = column.split(".")[-1] if "." in column else column
+    return short.replace("_", " ") + (" (%)" if kind_of(column) == PCT and "." not in column else "")
+
+
+TRIAL_NAME_CHARS = 40
+
+
+def _cell(column: str, value) -> str:
+    if column == "trial" and len(str(value)) > TRIAL_NAME_CHARS:   # the number prefix keeps it unique; table.csv has it whole
+        return str(value)[:TRIAL_NAME_CHARS - 1] + "…"
+    return fmt(value, TEXT if "." in column or column in ("trial", "status") else kind_of(column))
+
+
+def study_eval_rows(study_dir: Path, manifest: dict) -> list[list[str]]:
+    """The evaluations every trial holds (robustlab eval STUDY_DIR or per run), one row each."""
+    from robustlab.report.evals import eval_rows, run_evaluations
+    rows = []
+    for t in manifest["trials"]:
+        rows += [[t["name"], *row] for row in eval_rows(run_evaluations(trial_dir(study_dir, t["name"])), fmt)]
+    return rows
