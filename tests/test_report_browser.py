@@ -9,7 +9,6 @@ import warnings
 import pytest
 
 from robustlab.config import config_from_dict
-from robustlab.engine import train
 from robustlab.sweep import run_sweep
 from robustlab.sweep.study import expand_study
 

@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 
 import robustlab
-from robustlab.config import config_from_dict
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.weights import write_safetensors
