@@ -47,7 +47,7 @@ def eval_progress(rounds: int) -> dict:
     model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std).eval()
     x, y = data.test.x[:500].float() / 255, data.test.y[:500]
     y = model(x).argmax(1)     # every point clean-correct: the worst case, all points attacked
-    stage = [PGDStage(AttackSpec("pgd", 0.1, None, 20, 1))]
+    stage = [PGDStage(AttackSpec("pgd", 0.002, None, 20, 1))]   # a tiny eps: every point survives all 20 steps
     times = {"silent": [], "per-step lines": []}
     for _ in range(rounds):
         for arm, every in (("silent", float("inf")), ("per-step lines", 0.0)):
@@ -76,7 +76,7 @@ def main() -> None:
         print(f"  {arm:12s} {med:6.2f} s  overhead {med - base:+.2f} s = {(med - base) / args.epochs:+.3f} s/epoch "
               f"({med / base:.3f}x)")
     ev = eval_progress(args.rounds)
-    print(f"PGD-20 on 500 points, 5 chunks: silent {ev['silent']:.2f} s, per-step progress lines "
+    print(f"PGD-20 (eps 0.002: no point fooled, all steps run) on 500 points, 5 chunks: silent {ev['silent']:.2f} s, per-step progress lines "
           f"{ev['per-step lines']:.2f} s ({ev['per-step lines'] / ev['silent']:.3f}x)")
 
 
