@@ -1,6 +1,6 @@
 """Optimizers: base optimisers (base.py) inside minimisers behind ``step(closure)`` (minimizer.py), learning-rate
 schedules (schedules.py) and fp16 loss scaling per closure pass (precision.py)."""
-from robustlab.optim import awp  # noqa: F401  (registers the awp minimiser)
+from robustlab.optim import awp, sam  # noqa: F401  (register the awp and SAM-family minimisers)
 from robustlab.optim.base import OPTIMIZERS, OptimizerConfig, build_optimizer, set_hyperparameters
 from robustlab.optim.minimizer import MINIMIZERS, Minimizer, MinimizerConfig, Plain
 from robustlab.optim.precision import LossScaler

@@ -62,13 +62,6 @@ class AWP(Minimizer):
             self.base_step()
             return loss
         params = self.perturbed()
-        saved = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            torch._foreach_add_(params, perturbation(params, [p.grad for p in params], self.cfg.gamma))
-        with torch.enable_grad():
-            closure()                                           # pass 1: the gradient at w + v
-        with torch.no_grad():
-            for p, w in zip(params, saved):
-                p.copy_(w)
+        self.pass_at(closure, params, perturbation(params, [p.grad for p in params], self.cfg.gamma))   # pass 1: at w + v
         self.base_step()
         return loss

@@ -63,6 +63,19 @@ class Minimizer:
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def pass_at(closure: Callable[[], torch.Tensor], params: list[torch.Tensor], deltas: list[torch.Tensor]) -> None:
+        """One more pass of the closure at w + deltas (its gradient left in ``p.grad``), then w restored bit for bit
+        (AWP, the SAM family)."""
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_add_(params, deltas)
+        with torch.enable_grad():
+            closure()
+        with torch.no_grad():
+            for p, w in zip(params, saved):
+                p.copy_(w)
+
     def on_epoch_start(self, ectx: EpochContext) -> None:
         """Called before each epoch (warm-ups, schedules of the minimiser's own)."""
 
