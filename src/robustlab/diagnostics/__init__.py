@@ -4,6 +4,7 @@ from robustlab.diagnostics.base import DIAGNOSTICS, Diagnostic, DiagnosticConfig
 from robustlab.diagnostics.catastrophic import co_fires, co_onset, co_onset_in_metrics
 from robustlab.diagnostics.linearity import Linearity, linearity_diagnostics
 from robustlab.diagnostics.overfitting import robust_overfitting
+from robustlab.diagnostics.sharpness import Sharpness, hutchinson_trace, sharpness, top_eigenvalue
 
 __all__ = ["DIAGNOSTICS", "Diagnostic", "DiagnosticConfig", "Linearity", "co_fires", "co_onset", "co_onset_in_metrics",
-           "linearity_diagnostics", "robust_overfitting"]
+           "linearity_diagnostics", "robust_overfitting", "Sharpness", "hutchinson_trace", "sharpness", "top_eigenvalue"]
