@@ -49,3 +49,34 @@ def test_sharpness_is_seeded_and_eval_mode():
     a = top_eigenvalue(model, x, y, iters=5)
     b = top_eigenvalue(model, x, y, iters=5)
     assert a == b and model.training       # same value twice; the model's mode restored
+
+
+def test_kept_epochs_are_addressable_and_measured(tmp_path):
+    """train.keep_epochs / keep_every keep early-stopped surrogates; RUN@E loads them (eval, sharpness)."""
+    import json
+    import subprocess
+    import sys
+
+    from robustlab.config import config_from_dict
+    from robustlab.core.checkpoint import load_checkpoint
+    from robustlab.engine import train
+    from robustlab.eval.loading import load_run_model
+    raw = {"seed": 0, "data": {"name": "synthetic", "val_size": 64, "batch_size": 64}, "model": {"name": "wong_mnist"},
+           "method": {"name": "standard", "eps": 0.1}, "optim": {"lr": 0.05},
+           "train": {"epochs": 3, "progress": "none", "threads": 1, "keep_epochs": [1], "keep_every": 2},
+           "monitor": {"eval_points": 64, "attack_steps": 2, "diagnostics": []}, "final_eval": {"points": 0}}
+    train(config_from_dict(raw), tmp_path / "r", log=lambda s: None)
+    kept = sorted(p.name for p in (tmp_path / "r" / "checkpoints").glob("epoch_*.pt"))
+    assert kept == ["epoch_0001.pt", "epoch_0002.pt"]
+    first = load_run_model(f"{tmp_path / 'r'}@1")
+    assert first.epoch == 1
+    last = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["model"]
+    assert any(not torch.equal(first.model.state_dict()[k], last[k]) for k in last)   # the epoch-1 weights, not the last
+    cli = [sys.executable, "-m", "robustlab", "sharpness"]
+    ok = subprocess.run(cli + [f"{tmp_path / 'r'}@2", "--points", "64", "--iters", "3", "--samples", "3"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    res = json.loads((tmp_path / "r" / "sharpness" / "epoch_0002-n64.json").read_text())
+    assert res["epoch"] == 2 and res["sharpness_points"] == 64 and math.isfinite(res["hessian_trace"])
+    bad = subprocess.run(cli + [f"{tmp_path / 'r'}@3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no weights kept after epoch 3 (kept: 1, 2" in bad.stderr

@@ -109,6 +109,18 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_sharpness(args) -> int:
+    from robustlab.core.runtime import set_threads
+    from robustlab.eval.sharpness import checkpoint_sharpness
+    set_threads(args.threads)
+    res = checkpoint_sharpness(args.run, args.checkpoint, args.points, args.iters, args.samples, args.tol, args.out)
+    print(f"{res['checkpoint']} (epoch {res['epoch']}): top eigenvalue {res['hessian_top_eig']:.4g} "
+          f"({res['hessian_power_iters']} power iterations), trace {res['hessian_trace']:.4g} +- "
+          f"{res['hessian_trace_se']:.2g} (Hutchinson, {args.samples} probes), {res['sharpness_points']} training "
+          f"points, {res['seconds']:.1f} s -> {res['written_to']}")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from robustlab.listing import describe_registries
     print(describe_registries(args.kind))
@@ -189,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--reported", default=None, help="robustbench: the robust accuracy (%%) the paper reports "
                    "(default: the AutoAttack accuracy)")
     x.set_defaults(func=_cmd_export)
+
+    h = sub.add_parser("sharpness", help="Hessian top eigenvalue and trace of a checkpoint's training loss",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    h.add_argument("run", help="a run folder, RUN@EPOCH (weights kept by train.keep_epochs / keep_every) or a checkpoint")
+    h.add_argument("--checkpoint", choices=["best", "last"], default="last", help="which checkpoint of a run folder")
+    h.add_argument("--points", type=int, default=1000, help="training examples (a fixed, seeded subset)")
+    h.add_argument("--iters", type=int, default=20, help="power iterations at most")
+    h.add_argument("--samples", type=int, default=20, help="Hutchinson probes for the trace")
+    h.add_argument("--tol", type=float, default=1e-3, help="relative change that stops the power iteration")
+    h.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    h.add_argument("--out", default=None, help="JSON file (default: <run>/sharpness/<checkpoint>-n<points>.json)")
+    h.set_defaults(func=_cmd_sharpness)
 
     r = sub.add_parser("report", help="(re)write the report of a run folder or a study folder")
     r.add_argument("path", help="a run folder (config.yaml) or a study folder (study.json)")

@@ -112,6 +112,9 @@ class TrainConfig:
     progress: str = spec("auto", choices=["auto", "bar", "lines", "none"])
     trackers: list[TrackerConfig] = components(TRACKERS, "experiment-tracking sinks, e.g. [tensorboard, mlflow] "
                                                "(robustlab list trackers)", default_factory=list)
+    keep_epochs: list[int] = spec(default_factory=list, doc="also keep the weights after these epochs "
+                                  "(checkpoints/epoch_NNNN.pt; address them as RUN@N): early-stopped surrogates")
+    keep_every: int = spec(0, lo=0, doc="also keep the weights every k epochs (0: off)")
     init_from: typing.Optional[str] = spec(None, doc="start from these weights (a robustlab checkpoint, a torch state "
                                                     "dict or a .safetensors file): fine-tuning")
     cpu_keep_heap: bool = spec(True, doc="on CPU (Linux/glibc): keep freed activation memory for reuse instead of unmapping it (faster; keeps peak memory)")

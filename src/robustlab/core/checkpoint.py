@@ -52,6 +52,11 @@ def save_weights(path: Path, *, model, epoch: int, config: dict, metrics: dict) 
                       "metrics": metrics})
 
 
+def epoch_file(epoch: int) -> str:
+    """The file name of the weights kept after ``epoch`` (``train.keep_epochs`` / ``keep_every``)."""
+    return f"epoch_{epoch:04d}.pt"
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     ckpt = load_torch(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE or "model" not in ckpt:

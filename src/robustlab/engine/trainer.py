@@ -299,6 +299,9 @@ class Trainer:
                     self._write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
                                 config=self.cfg.to_dict(), metrics=row)
                 self._save_last(epoch + 1, step, history, best)
+                if self._keep(epoch + 1):
+                    self._write(ckpt_io.save_weights, self.ckpt_dir / ckpt_io.epoch_file(epoch + 1), model=self.model,
+                                epoch=epoch + 1, config=self.cfg.to_dict(), metrics=row)
                 self._write(write_jsonl, self.run_dir / "metrics.jsonl", history)
                 self._track("log_epoch", row)
                 self.dist.barrier()
@@ -353,6 +356,11 @@ class Trainer:
             diag.load_state_dict(st)
         self.log(f"{self.run_dir}: resuming after epoch {state['epoch']}")
         return state["history"], state["best"], state["epoch"], state["step"]
+
+    def _keep(self, epoch: int) -> bool:
+        """Whether the weights after this (1-based) epoch are kept as checkpoints/epoch_NNNN.pt."""
+        t = self.cfg.train
+        return epoch in t.keep_epochs or (t.keep_every > 0 and epoch % t.keep_every == 0)
 
     def _co_stop(self, epoch: int, best: dict, history: list, step: int) -> str:
         """The live CO rule fired and monitor.co_action asks to stop (and, for rollback, to make the best

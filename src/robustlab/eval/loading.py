@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from robustlab.config import Config, config_from_dict, migrate_format1
-from robustlab.core.checkpoint import load_checkpoint
+from robustlab.core.checkpoint import epoch_file, load_checkpoint
 from robustlab.core.io import read_json
 from robustlab.core.errors import ConfigError
 from robustlab.core.weights import read_weights
@@ -39,6 +39,18 @@ class LoadedModel:
 
 
 def resolve_checkpoint(path: Path, which: str) -> Path:
+    """A run folder's ``which`` checkpoint (best, last), ``RUN@E`` (the weights kept after epoch E), or a file."""
+    text = str(path)
+    if "@" in text and not path.exists():
+        run, _, epoch = text.rpartition("@")
+        if not epoch.isdigit():
+            raise ConfigError(f"{text}: expected RUN@EPOCH with a whole epoch number, e.g. runs/sgd@40")
+        ckpt = Path(run) / "checkpoints" / epoch_file(int(epoch))
+        if not ckpt.is_file():
+            kept = sorted(p.stem.split("_")[1].lstrip("0") for p in (Path(run) / "checkpoints").glob("epoch_*.pt"))
+            raise ConfigError(f"{text}: no weights kept after epoch {int(epoch)} (kept: {', '.join(kept) or 'none'}; "
+                              "set train.keep_epochs or train.keep_every)")
+        return ckpt
     if path.is_dir():
         ckpt = path / "checkpoints" / f"{which}.pt"
         if not ckpt.is_file():

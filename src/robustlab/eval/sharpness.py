@@ -1,0 +1,34 @@
+"""``robustlab sharpness RUN[@E]``: the Hessian's top eigenvalue and trace of a checkpoint's training loss on a
+fixed, seeded subset of its training split (robustlab.diagnostics.sharpness), written as JSON next to the run."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.io import write_json
+from robustlab.data import build_data
+from robustlab.diagnostics.sharpness import fixed_subset, sharpness
+from robustlab.eval.loading import load_run_model, resolve_checkpoint
+
+
+def checkpoint_sharpness(path: str, which: str = "best", points: int = 1000, iters: int = 20, samples: int = 20,
+                         tol: float = 1e-3, out: str | Path | None = None) -> dict:
+    for key, value in (("--points", points), ("--iters", iters), ("--samples", samples)):
+        if value < 1 or (key == "--samples" and value < 2):
+            raise ConfigError(f"{key}: got {value}; must be >= {2 if key == '--samples' else 1}")
+    loaded = load_run_model(path, which, "cpu")
+    if loaded.config is None:
+        raise ConfigError(f"{path}: sharpness needs a robustlab run (its training split and labels)")
+    data = build_data(loaded.config.data, loaded.config.seed)
+    x, y = fixed_subset(data.train, min(points, len(data.train)), "cpu")
+    t0 = time.perf_counter()
+    res = {"checkpoint": loaded.source, "epoch": loaded.epoch, "dataset": loaded.config.data.name,
+           **sharpness(loaded.model, x, y, iters, samples, tol), "loss": "mean cross-entropy, eval mode, training labels"}
+    res["seconds"] = time.perf_counter() - t0
+    ckpt = resolve_checkpoint(Path(path), which) if Path(path).suffix != ".safetensors" else Path(path)
+    base = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    dest = Path(out) if out else base / "sharpness" / f"{ckpt.stem}-n{res['sharpness_points']}.json"
+    write_json(dest, res)
+    res["written_to"] = str(dest)
+    return res
