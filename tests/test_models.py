@@ -13,9 +13,10 @@ def model(**kw):
     return build_model(cfg, (3, 32, 32), 10)
 
 
-@pytest.mark.parametrize("name", ["preact_resnet18", "resnet18", "wide_resnet"])
+@pytest.mark.parametrize("name", ["preact_resnet18", "resnet18", "wide_resnet", "vgg", "mobilenet_v2"])
 def test_norm_layer_factory_swaps_every_normalisation_layer(name):
-    extra = {"depth": 10, "widen": 1} if name == "wide_resnet" else {}
+    extra = {"wide_resnet": {"depth": 10, "widen": 1}, "vgg": {"depth": 11, "width": 0.25},
+             "mobilenet_v2": {"width": 0.25}}.get(name, {})
     default = model(name=name, **extra)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in default.modules())
     assert n_bn > 0
@@ -47,3 +48,48 @@ def test_feature_taps_read_named_layers_without_editing_the_model():
     assert not any(m._forward_hooks for m in net.modules())          # removed on exit
     with pytest.raises(KeyError, match=r"no such module; did you mean .*1\.layer4\.0\.bn1"):
         FeatureTaps(net, ["1.layer4.0.bn"])
+
+
+def conv_bn(cin, cout, k, groups=1):
+    """Parameters of a bias-free k x k convolution followed by BatchNorm (weight and bias)."""
+    return k * k * cin // groups * cout + 2 * cout
+
+
+def vgg_count(depth, classes=10):
+    stages = {11: [1, 1, 2, 2, 2], 16: [2, 2, 3, 3, 3]}[depth]
+    total, c = 0, 3
+    for n, out in zip(stages, [64, 128, 256, 512, 512]):
+        for _ in range(n):
+            total, c = total + conv_bn(c, out, 3), out
+    return total + 512 * classes + classes
+
+
+def mobilenet_v2_count(classes=10):
+    total, c = conv_bn(3, 32, 3), 32
+    for t, out, n, _ in [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                         (6, 320, 1, 1)]:
+        for _ in range(n):
+            hidden = c * t
+            total += (conv_bn(c, hidden, 1) if t != 1 else 0) + conv_bn(hidden, hidden, 3, hidden) + conv_bn(hidden, out, 1)
+            c = out
+    return total + conv_bn(320, 1280, 1) + 1280 * classes + classes
+
+
+@pytest.mark.parametrize("name,kw,count", [("vgg", {"depth": 16}, vgg_count(16)), ("vgg", {"depth": 11}, vgg_count(11)),
+                                          ("mobilenet_v2", {}, mobilenet_v2_count())])
+def test_new_families_have_the_layer_shapes_of_the_papers(name, kw, count):
+    """Parameter counts from the layer shapes of the CIFAR variants (VGG-BN: bias-free 3x3 convolutions, one linear
+    classifier on pooled 512 features; MobileNet-v2: the paper's inverted residuals, 1280 final channels)."""
+    net = model(name=name, **kw)
+    assert sum(p.numel() for p in net.parameters()) == count
+    # independent figures: torchvision's MobileNetV2(num_classes=10) has 2,236,682 parameters; the common CIFAR VGG-16 /
+    # VGG-11 (conv biases kept) have 14,728,266 / 9,231,114, less 4,224 / 2,752 conv biases here
+    assert count in (14_724_042, 9_228_362, 2_236_682)
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8)])
+def test_new_families_take_small_images(shape):
+    for name, kw in (("vgg", {"depth": 11, "width": 0.25}), ("mobilenet_v2", {"width": 0.25})):
+        cfg = config_from_dict({"model": {"name": name, **kw}}).model
+        assert build_model(cfg, shape, 10)(torch.rand(2, *shape)).shape == (2, 10)

@@ -5,6 +5,7 @@ normalisation layers (``wong_mnist``, ``small_cnn``) has no ``norm_layer`` key.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,6 +15,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.registry import Registry
 from robustlab.core.schema import component, spec
 from robustlab.models.normalize import DCTLowPass, Normalize
+from robustlab.models.families import VGG, MobileNetV2
 from robustlab.models.resnets import PreActResNet18, ResNet18, WideResNet
 from robustlab.models.small import SmallCNN, WongMNISTNet
 
@@ -37,7 +39,13 @@ class GroupNormConfig(NormLayerConfig):
 
 NORM_LAYERS: Registry[Callable[..., Callable[[int], nn.Module]]] = Registry("normalisation layer", NormLayerConfig)
 NORM_LAYERS.register("batchnorm", BatchNormConfig)(lambda cfg: lambda c: nn.BatchNorm2d(c, cfg.eps, cfg.momentum))
-NORM_LAYERS.register("groupnorm", GroupNormConfig)(lambda cfg: lambda c: nn.GroupNorm(min(cfg.groups, c), c))
+def _groups(groups: int, channels: int) -> int:
+    """min(groups, channels), or their gcd when that does not divide the channels (narrow MobileNet layers)."""
+    g = min(groups, channels)
+    return g if channels % g == 0 else math.gcd(groups, channels)
+
+
+NORM_LAYERS.register("groupnorm", GroupNormConfig)(lambda cfg: lambda c: nn.GroupNorm(_groups(cfg.groups, c), c))
 NORM_LAYERS.register("none")(lambda cfg: lambda c: nn.Identity())
 
 
@@ -69,6 +77,17 @@ class WideResNetConfig(ResNetConfig):
             raise ConfigError(f"{key}depth: got {self.depth}; WideResNet needs depth = 6n+4 (16, 28, 34, 40)")
 
 
+@dataclass
+class VGGConfig(ResNetConfig):
+    depth: int = spec(16, choices=[11, 13, 16, 19], doc="VGG depth")
+    width: float = spec(1.0, lo=0.0, lo_open=True, doc="channel multiplier (CPU twins: 0.25)")
+
+
+@dataclass
+class MobileNetV2Config(ResNetConfig):
+    width: float = spec(1.0, lo=0.0, lo_open=True, doc="channel multiplier (CPU twins: 0.25)")
+
+
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelConfig)
 MODELS.register("wong_mnist")(lambda cfg, c, k, s: WongMNISTNet(c, k, s))
 MODELS.register("small_cnn")(lambda cfg, c, k, s: SmallCNN(c, k, s))
@@ -76,6 +95,9 @@ MODELS.register("preact_resnet18", ResNetConfig)(lambda cfg, c, k, s: PreActResN
 MODELS.register("resnet18", ResNetConfig)(lambda cfg, c, k, s: ResNet18(c, k, norm_factory(cfg.norm_layer)))
 MODELS.register("wide_resnet", WideResNetConfig)(
     lambda cfg, c, k, s: WideResNet(c, k, cfg.depth, cfg.widen, cfg.dropout, norm_factory(cfg.norm_layer)))
+MODELS.register("vgg", VGGConfig)(lambda cfg, c, k, s: VGG(c, k, cfg.depth, cfg.width, norm_factory(cfg.norm_layer)))
+MODELS.register("mobilenet_v2", MobileNetV2Config)(
+    lambda cfg, c, k, s: MobileNetV2(c, k, cfg.width, norm_factory(cfg.norm_layer)))
 
 
 def build_model(cfg, shape: tuple[int, int, int], num_classes: int, mean=None, std=None) -> nn.Module:
