@@ -121,6 +121,13 @@ def _cmd_sharpness(args) -> int:
     return 0
 
 
+def _cmd_transfer(args) -> int:
+    from robustlab.eval.transfer import run_transfer
+    res = run_transfer(args.study, args.out, log=print)
+    print(f"report {res['report']}")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from robustlab.listing import describe_registries
     print(describe_registries(args.kind))
@@ -214,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--out", default=None, help="JSON file (default: <run>/sharpness/<checkpoint>-n<points>.json)")
     h.set_defaults(func=_cmd_sharpness)
 
+    tr = sub.add_parser("transfer", help="a transfer study: surrogates x targets (craft once per surrogate, judge on "
+                        "every target; rerun = resume)")
+    tr.add_argument("study", help="transfer study YAML (robustlab.eval.transfer)")
+    tr.add_argument("--out", default=None, help="study folder (default runs/transfer/<name>)")
+    tr.set_defaults(func=_cmd_transfer)
+
     r = sub.add_parser("report", help="(re)write the report of a run folder or a study folder")
     r.add_argument("path", help="a run folder (config.yaml) or a study folder (study.json)")
     r.set_defaults(func=_cmd_report)
@@ -233,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     import signal
-    if args.command in ("train", "eval", "sweep", "demo"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
+    if args.command in ("train", "eval", "sweep", "demo", "transfer", "sharpness"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)

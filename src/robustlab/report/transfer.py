@@ -1,0 +1,86 @@
+"""The transfer report: what the matrix shows (per surrogate label: mean success over targets, mean ± sd over the
+runs sharing the label, with sharpness), a heatmap per attack, success against sharpness, then the tables."""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from robustlab.report.format import PCT, fmt, spread
+from robustlab.report.runs import _legend_below, _plt, _write_pages
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+def write_transfer_report(out: Path, results: dict) -> Path:
+    report = Path(out) / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    sur, tar = results["surrogates"], results["targets"]
+    sharp = results.get("sharpness", {})
+    images, tables, findings = [], [], []
+    findings.append(f"{len(sur)} surrogates x {len(tar)} targets on {results['n_examples']} examples "
+                    f"({'correct on every target' if results['examples'] == 'correct_on_targets' else 'all test points'}); "
+                    "success rate 'all' = the fraction of these examples the target misclassifies after the attack; "
+                    "'correct' = the same among the examples both the surrogate and the target classify correctly.")
+    for label, m in results["attacks"].items():
+        rows = m["success_all"]
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.9 * len(tar)), 1.6 + 0.45 * len(sur)))
+        grid = [[100 * v for v in row] for row in rows]
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="magma", aspect="auto")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 60 else "k")
+        ax.set_xticks(range(len(tar)), [f"{t['key']} {t['label']}" for t in tar], rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(sur)), [f"{s['key']} {s['label']}" for s in sur], fontsize=7)
+        a = m["attack"]
+        ax.set_title(f"{label}: transfer success (%), eps {a['eps']:.4g} {a['norm']}, {a['steps']} steps", fontsize=9)
+        fig.colorbar(im, ax=ax, label="success rate (%), all examples")
+        fig.tight_layout()
+        name = f"heatmap_{label}.png"
+        fig.savefig(report / name, dpi=90)
+        plt.close(fig)
+        images.append((f"{label}: success rate of each surrogate (rows) on each target (columns)", name))
+        by_label: dict[str, list[int]] = {}
+        for i, s in enumerate(sur):
+            by_label.setdefault(s["label"], []).append(i)
+        summary = []
+        for group, idx in by_label.items():
+            means = [_mean(rows[i]) for i in idx]
+            eigs = [sharp.get(sur[i]["key"], {}).get("hessian_top_eig") for i in idx]
+            summary.append([group, str(len(idx)), spread(means, PCT),
+                            spread([_mean(m["success_correct"][i]) for i in idx], PCT), spread(eigs, "num"),
+                            spread([sharp.get(sur[i]["key"], {}).get("hessian_trace") for i in idx], "num")])
+            findings.append(f"{label}, {group}: mean success over {len(tar)} targets {spread(means, PCT)} % "
+                            f"({len(idx)} run(s)); top Hessian eigenvalue {spread(eigs, 'num')}.")
+        tables.append((f"{label}: per surrogate label (mean over targets; mean ± sd (min–max) over its runs)",
+                       ["surrogate", "runs", "success, all (%)", "success, correct (%)", "top eigenvalue", "trace"], summary))
+        for den in ("success_all", "success_correct"):
+            tables.append((f"{label}: matrix, {results['denominators'][den]} (%)",
+                           ["surrogate"] + [f"{t['key']} {t['label']}" for t in tar],
+                           [[f"{s['key']} {s['label']}"] + [fmt(v, PCT) for v in m[den][i]] for i, s in enumerate(sur)]))
+        if any(sharp.get(s["key"]) for s in sur):
+            fig, ax = plt.subplots(figsize=(6, 4.4))
+            for group, idx in by_label.items():
+                xs = [sharp.get(sur[i]["key"], {}).get("hessian_top_eig") for i in idx]
+                ys = [100 * _mean(rows[i]) for i in idx]
+                pts = [(a_, b_) for a_, b_ in zip(xs, ys) if a_ is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=group)
+            ax.set(xlabel="top Hessian eigenvalue of the training loss", ylabel="mean success over targets (%)",
+                   title=f"{label}: transfer against sharpness (one point per surrogate)")
+            ax.title.set_fontsize(9)
+            _legend_below(fig, [ax], ncol=3)
+            name = f"sharpness_{label}.png"
+            fig.savefig(report / name, dpi=90)
+            plt.close(fig)
+            images.append((f"{label}: mean success over targets against sharpness", name))
+    tables.append(("Models", ["key", "role", "label", "source"],
+                   [[e["key"], role, e["label"], " ".join(f"{k}={v}" for k, v in e["source"].items() if v is not None)]
+                    for role, group in (("surrogate", sur), ("target", tar)) for e in group]))
+    links = [(f"matrix_{label}_{d}.csv", f"../matrix_{label}_{d}.csv") for label in results["attacks"] for d in ("all", "correct")]
+    _write_pages(report, f"robustlab transfer study: {results['name']}", findings, images, tables, links)
+    return report / "report.html"

@@ -1,0 +1,94 @@
+"""Transfer evaluation (issue 13): surrogates x targets, crafted once per surrogate, resumable per chunk, both
+denominators, checked against a direct computation."""
+import csv
+
+import pytest
+import torch
+import yaml
+
+from robustlab.attacks.accuracy import predict
+from robustlab.config import config_from_dict
+from robustlab.core.io import load_torch, read_json
+from robustlab.engine import train
+from robustlab.eval.transfer import TransferStudy, load_transfer_study
+from robustlab.sweep import run_sweep
+from robustlab.sweep.study import expand_study
+
+BASE = {"seed": 0, "data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
+        "model": {"name": "small_cnn"}, "method": {"name": "standard", "eps": 0.1}, "optim": {"lr": 0.05},
+        "train": {"epochs": 2, "progress": "none", "threads": 1},
+        "monitor": {"eval_points": 64, "attack_steps": 2, "diagnostics": []}, "final_eval": {"points": 0}}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transfer")
+    raw = {"name": "surrogates", "base": BASE, "grid": {"seed": [0, 1]}, "workers": 1,
+           "list": [{"label": "SGD"}, {"label": "SAM", "optim.minimizer": {"name": "sam", "rho": 0.05}}]}
+    run_sweep(expand_study(raw), root / "sur", log=lambda s: None)
+    train(config_from_dict(BASE, {"model": {"name": "vgg", "depth": 11, "width": 0.25}, "seed": 5}), root / "vgg",
+          log=lambda s: None)
+    train(config_from_dict(BASE, {"model.name": "wong_mnist", "seed": 6}), root / "wong", log=lambda s: None)
+    return root
+
+
+def study_file(root, examples="all"):
+    spec = {"name": "t", "surrogates": [{"study": "sur"}], "targets": [{"run": "vgg", "label": "VGG"}, {"run": "wong"}],
+            "attacks": [{"label": "BIM", "eps": 0.1, "steps": 5},
+                        {"label": "MI-DI-TI", "eps": 0.1, "steps": 5, "decay": 1.0, "di": True, "ti": True, "ti_kernel": 5}],
+            "examples": examples, "points": 80, "chunk": 32, "batch_size": 32, "sharpness_points": 32}
+    path = root / f"transfer_{examples}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_matrix_crafted_once_and_resumed_by_chunk(models, tmp_path):
+    cfg = load_transfer_study(study_file(models))
+    study = TransferStudy(cfg, tmp_path / "t", log=lambda s: None)
+    res = study.run()
+    assert study.crafted_chunks == 4 * 2 * 3            # 4 surrogates x 2 attacks x 3 chunks of 80 points
+    m = res["attacks"]["BIM"]
+    assert len(m["success_all"]) == 4 and len(m["success_all"][0]) == 2
+    # one cell against a direct computation from the stored examples
+    s, t = study.surrogates[1], study.targets[0]
+    x, y, _ = study.points()
+    adv = torch.cat([load_torch(p)["x_adv"] for p in sorted((tmp_path / "t" / "adv" / "BIM" / s.key).glob("chunk_*.pt"))])
+    assert adv.shape == x.shape and (adv - x).abs().max() <= 0.1 + 1e-6
+    fooled = predict(study.model(t), adv, 64) != y
+    assert m["success_all"][1][0] == pytest.approx(fooled.float().mean().item())
+    both = (predict(study.model(s), x, 64) == y) & (predict(study.model(t), x, 64) == y)
+    assert m["success_correct"][1][0] == pytest.approx((fooled & both).sum().item() / both.sum().item())
+    assert [e["label"] for e in res["surrogates"]] == ["SGD", "SGD", "SAM", "SAM"]
+    assert set(res["sharpness"]) == {e.key for e in study.surrogates}
+    rows = list(csv.reader((tmp_path / "t" / "matrix_BIM_all.csv").open()))
+    assert rows[0][:2] == ["surrogate", "label"] and len(rows) == 5
+    again = TransferStudy(load_transfer_study(study_file(models)), tmp_path / "t", log=lambda s: None)
+    again.run()
+    assert again.crafted_chunks == 0                    # a rerun crafts nothing
+    (tmp_path / "t" / "adv" / "MI-DI-TI" / "s002" / "chunk_0001.pt").unlink()
+    for p in (tmp_path / "t" / "judged" / "MI-DI-TI").glob("s002__*.json"):
+        p.unlink()
+    third = TransferStudy(load_transfer_study(study_file(models)), tmp_path / "t", log=lambda s: None)
+    res3 = third.run()
+    assert third.crafted_chunks == 1                    # only the missing chunk, and it is the same
+    assert res3["attacks"] == res["attacks"]
+    assert (tmp_path / "t" / "report" / "report.html").is_file()
+
+
+def test_correct_on_targets_examples_and_bad_files(models, tmp_path):
+    study = TransferStudy(load_transfer_study(study_file(models, "correct_on_targets")), tmp_path / "c",
+                          log=lambda s: None)
+    study.prepare()
+    x, y, idx = study.points()
+    for t in study.targets:
+        assert bool((predict(study.model(t), x, 64) == y).all())
+    assert read_json(tmp_path / "c" / "points.json")["indices"] == idx
+    from robustlab.config import ConfigError
+    bad = models / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"surrogates": [{"run": "vgg", "model": "x:y"}], "targets": [{"run": "wong"}]}))
+    with pytest.raises(ConfigError, match=r"surrogates\[0\]: give exactly one of run, study, model \(got run, model\)"):
+        load_transfer_study(bad)
+    bad.write_text(yaml.safe_dump({"surrogates": [{"run": "vgg"}], "targets": [{"run": "wong"}],
+                                   "attacks": [{"di": True, "di_rate": 1.1}]}))
+    with pytest.raises(ConfigError, match="di_rate: got 1.1; shrink_pad needs a rate < 1"):
+        load_transfer_study(bad)
