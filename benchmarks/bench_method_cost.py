@@ -15,6 +15,9 @@ Pass counts per batch of B images (F = forward, Bw = backward through the networ
 Usage: python benchmarks/bench_method_cost.py [--batches 8] [--rounds 3] [--models wong_mnist small_cnn]
        [--methods FGSM FGSM+ELLE ...] [--reference FGSM] [--no-keep-heap]
        python benchmarks/bench_method_cost.py --reference PGD-10 --methods TRADES MART PGD-10+AWP TRADES+AWP PGD-10+TE TRADES+TE
+       python benchmarks/bench_method_cost.py --reference SGD --methods SGD+SAM SGD+ASAM SGD+GSAM "SGD+LookSAM(k=5)" --batches 10
+  Flat minimisers against SGD (standard training): SAM, ASAM, GSAM 2F + 2Bw per step (2x); LookSAM with k = 5 on 10
+  batches: 2 SAM steps + 8 single-pass steps = 12F + 12Bw for 10 steps (1.2x).
 """
 from __future__ import annotations
 
@@ -47,6 +50,12 @@ METHODS = {
     "TRADES+TE": {"name": "trades", "steps": 10, "te": {"start": 0, "end": 0, "unit": "epoch"}},
     "PGD-10+AWP": {"name": "pgd", "steps": 10, "_minimizer": {"name": "awp", "gamma": 0.01}},
     "TRADES+AWP": {"name": "trades", "steps": 10, "_minimizer": {"name": "awp", "gamma": 0.005}},
+    # flat surrogates (issue 13): standard training under each minimiser, against plain SGD
+    "SGD": {"name": "standard"},
+    "SGD+SAM": {"name": "standard", "_minimizer": {"name": "sam", "rho": 0.05}},
+    "SGD+ASAM": {"name": "standard", "_minimizer": {"name": "sam", "rho": 0.5, "adaptive": "weights"}},
+    "SGD+GSAM": {"name": "standard", "_minimizer": {"name": "gsam"}},
+    "SGD+LookSAM(k=5)": {"name": "standard", "_minimizer": {"name": "looksam", "k": 5}},
 }
 
 
