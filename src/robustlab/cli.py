@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", default=None, help="with --model: a .safetensors file or a torch state dict "
                    "(read with weights_only=True)")
     e.add_argument("--data", default=None, help="data set whose test split is attacked (default: the run's own)")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
+    e.add_argument("--checkpoint", choices=["best", "last", "swa"], default="best",
+                   help="which checkpoint of a run folder (swa: the averaged model of train.swa); RUN@E for kept epochs")
     e.add_argument("--attack", choices=list(EVAL_ATTACKS), default="pgd",
                    help="autoattack: the standard AutoAttack protocol by the reference code (extra 'autoattack'); "
                         "pgd+autoattack: AutoAttack on the points PGD left robust")
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("run", help="a run folder")
     x.add_argument("--format", choices=["safetensors", "robustbench"], default="safetensors")
-    x.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    x.add_argument("--checkpoint", choices=["best", "last", "swa"], default="best")
     x.add_argument("--out", default=None, help="file to write (default: <run>/export/<checkpoint>.safetensors or "
                    "<run>/export/robustbench-<checkpoint>.json)")
     for key in ("name", "authors", "link", "venue"):
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("sharpness", help="Hessian top eigenvalue and trace of a checkpoint's training loss",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     h.add_argument("run", help="a run folder, RUN@EPOCH (weights kept by train.keep_epochs / keep_every) or a checkpoint")
-    h.add_argument("--checkpoint", choices=["best", "last"], default="last", help="which checkpoint of a run folder")
+    h.add_argument("--checkpoint", choices=["best", "last", "swa"], default="last", help="which checkpoint of a run folder")
     h.add_argument("--points", type=int, default=1000, help="training examples (a fixed, seeded subset)")
     h.add_argument("--iters", type=int, default=20, help="power iterations at most")
     h.add_argument("--samples", type=int, default=20, help="Hutchinson probes for the trace")

@@ -23,6 +23,7 @@ from robustlab.diagnostics import DIAGNOSTICS, DiagnosticConfig
 from robustlab.methods import METHODS, REGULARIZERS, MethodConfig
 from robustlab.models import MODELS, ModelConfig
 from robustlab.optim import LR_SCHEDULES, OPTIMIZERS, OptimizerConfig
+from robustlab.optim.swa import SWAConfig
 from robustlab.tracking import TRACKERS, TrackerConfig
 
 __all__ = ["Config", "ConfigError", "apply_overrides", "config_from_dict", "load_config", "parse_number", "spec"]
@@ -112,6 +113,8 @@ class TrainConfig:
     progress: str = spec("auto", choices=["auto", "bar", "lines", "none"])
     trackers: list[TrackerConfig] = components(TRACKERS, "experiment-tracking sinks, e.g. [tensorboard, mlflow] "
                                                "(robustlab list trackers)", default_factory=list)
+    swa: typing.Optional[SWAConfig] = spec(None, doc="stochastic weight averaging (robustlab.optim.swa): "
+                                                   "{start_epoch, every_steps, recalibrate, attack_steps, points}")
     keep_epochs: list[int] = spec(default_factory=list, doc="also keep the weights after these epochs "
                                   "(checkpoints/epoch_NNNN.pt; address them as RUN@N): early-stopped surrogates")
     keep_every: int = spec(0, lo=0, doc="also keep the weights every k epochs (0: off)")

@@ -46,6 +46,7 @@ from robustlab.methods import build_method
 from robustlab.models import build_model
 from robustlab.optim import LossScaler, build_optimizer, set_hyperparameters
 from robustlab.optim.schedules import LR_SCHEDULES
+from robustlab.optim.swa import build_averager
 
 NONFINITE_CHECK_EVERY = 20  # steps between host syncs that look for a NaN/inf loss (and at epoch end)
 
@@ -159,6 +160,8 @@ class Trainer:
         if cfg.monitor.train_points:
             self.eval_sets["trainset"] = self._on_device(self.data.train, min(cfg.monitor.train_points, len(self.data.train)))
         self.trainable = list(self.model.parameters()) + self.method_params
+        self.swa = build_averager(cfg.train.swa, self.model, cfg.method.eps, cfg.method.norm,
+                                  adversarial_method=cfg.method.name != "standard")
 
     def _on_device(self, data, n: int | None = None):
         """The first n points of a split, this rank's share of them, on the device."""
@@ -166,9 +169,10 @@ class Trainer:
         idx = self.dist.shard(n)
         return to_float(data.x[idx].to(self.device)), data.y[idx].to(self.device)
 
-    def _evaluate(self, x, y, specs, autocast=None) -> dict:
+    def _evaluate(self, x, y, specs, autocast=None, model=None) -> dict:
         """Accuracies over all ranks' shares: {"clean": acc, "<protocol>": robust acc, "seconds": s}."""
-        res = evaluate(self.model, x, y, specs, self.cfg.data.eval_batch_size, autocast or contextlib.nullcontext)
+        res = evaluate(model if model is not None else self.model, x, y, specs, self.cfg.data.eval_batch_size,
+                       autocast or contextlib.nullcontext)
         counts = torch.stack([torch.tensor(float(len(y))), res["clean_correct"].sum().float()]
                              + [res[s.describe()]["robust"].sum().float() for s in specs])
         counts = self.dist.sum(counts.to(self.device)).cpu()
@@ -284,6 +288,7 @@ class Trainer:
                 if mode == "bar" and self.dist.is_main:   # the bar has ended; say what the pause is
                     self.log(self._monitor_line(epoch))
                 row.update(self._monitor())
+                row.update(self._swa_epoch(epoch))
                 for diag in self.diagnostics:
                     if diag.due(epoch):
                         row.update(diag.measure(self.model, epoch))
@@ -326,8 +331,11 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     def _components_state(self) -> dict:
-        return {"method": self.method.state_dict(), "loss_scaler": self.scaler.state_dict(),
-                "diagnostics": [d.state_dict() for d in self.diagnostics]}
+        state = {"method": self.method.state_dict(), "loss_scaler": self.scaler.state_dict(),
+                 "diagnostics": [d.state_dict() for d in self.diagnostics]}
+        if self.swa is not None:
+            state["swa"] = self.swa.state_dict()
+        return state
 
     def _save_last(self, epoch: int, step: int, history: list, best: dict) -> None:
         """The resumable checkpoint: every rank's RNG states (a collective call), written by rank 0."""
@@ -354,6 +362,8 @@ class Trainer:
         self.scaler.load_state_dict(comp.get("loss_scaler", {}))
         for diag, st in zip(self.diagnostics, comp.get("diagnostics", [])):
             diag.load_state_dict(st)
+        if self.swa is not None and "swa" in comp:
+            self.swa.load_state_dict(comp["swa"])
         self.log(f"{self.run_dir}: resuming after epoch {state['epoch']}")
         return state["history"], state["best"], state["epoch"], state["step"]
 
@@ -399,6 +409,8 @@ class Trainer:
             out, ctx = self._step(batch, progress)
             step += 1
             self.method.after_step(StepContext(epoch, step, progress), ctx)
+            if self.swa is not None:
+                self.swa.after_step(self.model, epoch, step)
             n = len(batch.y)
             loss = out.loss.detach()
             bad |= ~torch.isfinite(loss)
@@ -475,6 +487,28 @@ class Trainer:
             for g, part in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(part.view_as(g))
 
+    def _swa_epoch(self, epoch: int) -> dict:
+        """Once averaging has started: recalibrate the averaged model's BatchNorm statistics, evaluate it like the
+        model (``swa_*`` columns) and keep it as checkpoints/swa.pt."""
+        if self.swa is None or self.swa.snapshots == 0:
+            return {}
+        t0 = time.perf_counter()
+        self.swa.recalibrate(self.data.train.x, self.data.train.y, self.cfg.data.batch_size, self.autocast, self.device)
+        row = {"swa_snapshots": self.swa.snapshots}
+        specs = self._monitor_specs()
+        for split in ("val", "test"):
+            xs, ys = self.eval_sets[split]
+            if len(ys) == 0 and len(getattr(self.data, split)) == 0:
+                continue
+            res = self._evaluate(xs, ys, specs, self.autocast, model=self.swa.module)
+            row[f"swa_{split}_clean_acc"] = res["clean"]
+            for spec in specs:
+                row[f"swa_{split}_{spec.name}_acc"] = res[spec.describe()]
+        self._write(ckpt_io.save_weights, self.ckpt_dir / "swa.pt", model=self.swa.module, epoch=epoch + 1,
+                    config=self.cfg.to_dict(), metrics=row)
+        row["swa_seconds"] = time.perf_counter() - t0
+        return row
+
     def _monitor_description(self) -> dict:
         """What the per-epoch accuracies are measured with: attacks, eps, points per split (for reports)."""
         return {"attacks": [s.describe() for s in self._monitor_specs()], "eps": self.cfg.method.eps,
@@ -516,6 +550,10 @@ class Trainer:
                 self.model.load_state_dict(ckpt_io.load_checkpoint(path, self.device)["model"])
             res = self._evaluate(x, y, [spec])
             out[which] = {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"]}
+        if self.swa is not None and self.swa.snapshots > 0:    # the averaged, recalibrated model of the last epoch
+            res = self._evaluate(x, y, [spec], model=self.swa.module)
+            out["swa"] = {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"],
+                          "snapshots": self.swa.snapshots}
         if "best" in out and "last" in out:      # robust overfitting under the final protocol
             out["best_minus_last"] = out["best"]["robust_acc"] - out["last"]["robust_acc"]
         # leave the model holding the last weights

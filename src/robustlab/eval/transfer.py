@@ -61,7 +61,7 @@ class ModelRef:
     study: typing.Optional[str] = spec(None, doc="a study folder: every finished trial")
     model: typing.Optional[str] = spec(None, doc="package.module:builder (a model robustlab did not train)")
     weights: typing.Optional[str] = spec(None, doc="with model: its weights file")
-    checkpoint: str = spec("last", choices=["best", "last"], doc="which checkpoint of a run folder")
+    checkpoint: str = spec("last", choices=["best", "last", "swa"], doc="which checkpoint of a run folder")
     label: typing.Optional[str] = spec(None, doc="the name in tables; models sharing a label are pooled (seeds)")
 
     def check(self, key: str) -> None:

@@ -127,7 +127,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     fe = run.results.get("final_eval") or {}
     if fe.get("last"):
         rows = [[which, fmt(fe[which].get("clean_acc"), PCT), fmt(fe[which].get("robust_acc"), PCT)]
-                for which in ("last", "best") if which in fe]
+                for which in ("last", "best", "swa") if which in fe]
         tables.append((f"Final evaluation at the end of training ({final_text(fe)})",
                        ["checkpoint", "clean (%)", "robust (%)"], rows))
     if run.metrics:
@@ -160,7 +160,10 @@ def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
         lines.append(f"Final evaluation ({final_text(fe)}): last checkpoint {fmt(fe['last'].get('robust_acc'), PCT)} % "
                      f"robust, {fmt(fe['last'].get('clean_acc'), PCT)} % clean"
                      + (f"; best checkpoint (epoch {res.get('best_epoch')}) {fmt(fe['best'].get('robust_acc'), PCT)} % "
-                        "robust" if fe.get("best") else "") + ".")
+                        "robust" if fe.get("best") else "")
+                     + (f"; averaged model (SWA, {fe['swa'].get('snapshots')} snapshots) "
+                        f"{fmt(fe['swa'].get('robust_acc'), PCT)} % robust, {fmt(fe['swa'].get('clean_acc'), PCT)} % clean"
+                        if fe.get("swa") else "") + ".")
     for r in evals:
         lines.append(f"robustlab eval {r['protocol']} ({r.get('threat_model')} eps {r.get('eps')}, "
                      f"{r.get('n_examples')} points, {Path(str(r.get('checkpoint', '?'))).stem} checkpoint): "
