@@ -175,11 +175,17 @@ def test_ray_backend(tmp_path):
 
 
 def test_every_shipped_study_expands():
-    studies = sorted((Path(__file__).parent.parent / "configs" / "studies").glob("*.yaml"))
-    assert len(studies) >= 3
+    configs = Path(__file__).parent.parent / "configs"
+    transfer = configs / "transfer"
+    studies = sorted(configs.joinpath("studies").glob("*.yaml")) + sorted(
+        p for p in transfer.glob("*.yaml") if "transfer" not in p.stem and not p.stem.endswith("_base"))
+    assert len(studies) >= 8
     for path in studies:
         study = load_study(path)
         assert study.trials and len({t.name for t in study.trials}) == len(study.trials)
+    from robustlab.eval.transfer import load_transfer_study
+    for path in sorted(transfer.glob("*transfer*.yaml")):     # transfer studies validate too
+        assert load_transfer_study(path).attacks
 
 
 def test_study_report_with_a_key_only_some_entries_set(tmp_path):

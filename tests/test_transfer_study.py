@@ -92,3 +92,15 @@ def test_correct_on_targets_examples_and_bad_files(models, tmp_path):
                                    "attacks": [{"di": True, "di_rate": 1.1}]}))
     with pytest.raises(ConfigError, match="di_rate: got 1.1; shrink_pad needs a rate < 1"):
         load_transfer_study(bad)
+
+
+def test_the_transfer_demo_config_is_valid():
+    """robustlab demo transfer: its three steps validate before any work (the demo itself takes minutes)."""
+    from robustlab.core.schema import build, resolve
+    from robustlab.demo import demo_study_raw
+    from robustlab.eval.transfer import TransferStudyConfig
+    raw = demo_study_raw("transfer")
+    assert len(expand_study(raw["targets"]).trials) == 3 and len(expand_study(raw["surrogates"]).trials) == 6
+    cfg = build(TransferStudyConfig, raw["transfer"])
+    resolve(cfg)
+    assert cfg.surrogates[0].epochs == [2, 10, 14, 30] and cfg.attacks[0].eps == pytest.approx(0.2)

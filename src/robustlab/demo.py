@@ -8,6 +8,9 @@ and the study report draws it. Rerunning resumes: finished runs are skipped, int
   PGD-5-AT on injected-feature mnist5k (weights searched at this scale: docs/demo-setting.md).
 - ``memorisation`` (``configs/memorisation.yaml``): adversarial training on random labels (PGD-AT, TRADES) and the
   best-last robust gap of PGD-AT with and without TE and AWP (settings searched: docs/memorisation.md).
+- ``transfer`` (``configs/transfer.yaml``): three steps, each resumable: a sweep of targets of other families, a sweep
+  of surrogates (SGD, SAM, large-rho SAM) with kept epochs, then a transfer study (BIM) with each surrogate's
+  sharpness (docs/transfer.md).
 """
 from __future__ import annotations
 
@@ -20,7 +23,10 @@ from robustlab.core.errors import ConfigError
 from robustlab.sweep import expand_study, run_sweep
 
 DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N-FGSM, GradAlign, ELLE, ELLE-A, PGD-AT)"),
-         "memorisation": ("memorisation.yaml", "random labels (PGD-AT, TRADES) and robust overfitting (PGD-AT, +TE, +AWP)")}
+         "memorisation": ("memorisation.yaml", "random labels (PGD-AT, TRADES) and robust overfitting (PGD-AT, +TE, +AWP)"),
+         "transfer": ("transfer.yaml", "flat surrogates (SGD, SAM, large-rho SAM) x targets of other families: BIM transfer "
+                                       "and sharpness")}
+PIPELINES = {"transfer"}   # demos made of several steps (sweeps, then a transfer study)
 DEFAULT = "co"
 
 
@@ -37,9 +43,30 @@ def list_demos() -> str:
 def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print, raw: dict | None = None,
              workers: int | None = None, name: str = DEFAULT) -> Path:
     raw = raw or demo_study_raw(name)
+    if name in PIPELINES:
+        return run_transfer_demo(raw, Path(out or f"runs/demo-{name}"), seeds, workers, log)
     if seeds is not None:
         raw = {**raw, "grid": {**raw.get("grid", {}), "seed": list(range(seeds))}}
     study = expand_study(raw, source="demo" if name == DEFAULT else f"demo-{name}")
     out = out or ("runs/demo" if name == DEFAULT else f"runs/demo-{name}")
     summary = run_sweep(study, out, workers=workers, log=log)
     return Path(summary["report"]).parent
+
+
+def run_transfer_demo(raw: dict, out: Path, seeds: int | None, workers: int | None, log) -> Path:
+    """Targets and surrogates as sweeps, then the transfer study over them (every step resumes)."""
+    from robustlab.core.schema import build, resolve
+    from robustlab.eval.transfer import TransferStudy, TransferStudyConfig
+    surrogates = raw["surrogates"]
+    if seeds is not None:
+        surrogates = {**surrogates, "grid": {**surrogates.get("grid", {}), "seed": list(range(seeds))}}
+    run_sweep(expand_study(raw["targets"], source="demo-transfer"), out / "targets", workers=workers, log=log)
+    run_sweep(expand_study(surrogates, source="demo-transfer"), out / "surrogates", workers=workers, log=log)
+    spec = dict(raw["transfer"])
+    spec["surrogates"] = [{**r, "study": str(out / "surrogates")} for r in spec["surrogates"]]
+    spec["targets"] = [{**r, "study": str(out / "targets")} for r in spec["targets"]]
+    cfg = build(TransferStudyConfig, spec)
+    resolve(cfg)
+    res = TransferStudy(cfg, out / "transfer", log).run()
+    log(f"report {res['report']}")
+    return Path(res["report"]).parent

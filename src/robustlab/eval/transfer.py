@@ -63,6 +63,9 @@ class ModelRef:
     weights: typing.Optional[str] = spec(None, doc="with model: its weights file")
     checkpoint: str = spec("last", choices=["best", "last", "swa"], doc="which checkpoint of a run folder")
     label: typing.Optional[str] = spec(None, doc="the name in tables; models sharing a label are pooled (seeds)")
+    epochs: list[int] = spec(default_factory=list, doc="with run or study: the weights kept after these epochs "
+                                                       "(train.keep_epochs / keep_every) instead of checkpoint; each "
+                                                       "is its own surrogate, labelled '<label>@<epoch>'")
 
     def check(self, key: str) -> None:
         given = [k for k in ("run", "study", "model") if getattr(self, k) is not None]
@@ -166,6 +169,12 @@ class Entry:
         return load_run_model(s["run"], s.get("checkpoint", "last"), "cpu")
 
 
+def _run_entries(run: str, label: str, ref: ModelRef) -> list[Entry]:
+    if not ref.epochs:
+        return [Entry("", label, {"run": run, "checkpoint": ref.checkpoint})]
+    return [Entry("", f"{label}@{e}", {"run": f"{run}@{e}", "checkpoint": ref.checkpoint}) for e in ref.epochs]
+
+
 def expand(refs: list[ModelRef], prefix: str) -> list[Entry]:
     out = []
     for ref in refs:
@@ -177,13 +186,13 @@ def expand(refs: list[ModelRef], prefix: str) -> list[Entry]:
                 run = trial_dir(Path(ref.study), t["name"])
                 if not (run / "checkpoints" / f"{ref.checkpoint}.pt").is_file():
                     continue
-                label = ref.label or t["overrides"].get("label") or t["name"]
-                out.append(Entry("", str(label), {"run": str(run), "checkpoint": ref.checkpoint}))
+                label = str(ref.label or t["overrides"].get("label") or t["name"])
+                out += _run_entries(str(run), label, ref)
         elif ref.model is not None:
             out.append(Entry("", ref.label or ref.model, {"model": ref.model, "weights": ref.weights}))
         else:
             name = Path(ref.run.split("@")[0]).name + (f"@{ref.run.rsplit('@', 1)[1]}" if "@" in ref.run else "")
-            out.append(Entry("", ref.label or name, {"run": ref.run, "checkpoint": ref.checkpoint}))
+            out += _run_entries(ref.run, ref.label or name, ref)
     for i, e in enumerate(out):
         e.key = f"{prefix}{i:03d}"
     return out
