@@ -312,7 +312,10 @@ class TransferStudy:
         clean = {e.key: self.clean_correct(e, x, y) for e in self.surrogates + self.targets}
         for attack in self.cfg.attacks:
             rows_all, rows_correct = [], []
+            progress = Progress(f"judge {attack.label} on {len(self.targets)} targets", len(self.surrogates), self.log,
+                                unit="surrogates")
             for s in self.surrogates:
+                progress.advance(0)
                 adv = None
                 row_all, row_correct = [], []
                 for t in self.targets:
@@ -328,6 +331,7 @@ class TransferStudy:
                     row_correct.append(int((fooled & both).sum()) / int(both.sum()) if int(both.sum()) else math.nan)
                 rows_all.append(row_all)
                 rows_correct.append(row_correct)
+                progress.advance(1)
             results[attack.label] = {"attack": asdict(attack), "success_all": rows_all, "success_correct": rows_correct}
         return results
 
@@ -336,7 +340,10 @@ class TransferStudy:
         out = {}
         if self.cfg.sharpness_points == 0:
             return out
+        progress = Progress(f"sharpness ({self.cfg.sharpness_points} training points)", len(self.surrogates), self.log,
+                            unit="surrogates")
         for s in self.surrogates:
+            progress.advance(1)
             if "run" not in s.source:
                 continue
             run = s.source["run"]
