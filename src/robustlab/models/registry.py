@@ -16,6 +16,7 @@ from robustlab.core.registry import Registry
 from robustlab.core.schema import component, spec
 from robustlab.models.normalize import DCTLowPass, Normalize
 from robustlab.models.families import VGG, MobileNetV2
+from robustlab.models.split_bn import SplitBatchNorm2d
 from robustlab.models.resnets import PreActResNet18, ResNet18, WideResNet
 from robustlab.models.small import SmallCNN, WongMNISTNet
 
@@ -47,6 +48,21 @@ def _groups(groups: int, channels: int) -> int:
 
 NORM_LAYERS.register("groupnorm", GroupNormConfig)(lambda cfg: lambda c: nn.GroupNorm(_groups(cfg.groups, c), c))
 NORM_LAYERS.register("none")(lambda cfg: lambda c: nn.Identity())
+
+
+@dataclass
+class SplitBatchNormConfig(BatchNormConfig):
+    branches: list[str] = spec(default_factory=lambda: ["clean", "adv"], doc="branch names")
+    deployed: str = spec("adv", doc="the branch evaluation and exports use (ARAT: adv; AdvProp: clean)")
+
+    def check(self, key: str) -> None:
+        if self.deployed not in self.branches or len(set(self.branches)) != len(self.branches) or len(self.branches) < 2:
+            raise ConfigError(f"{key}deployed: got {self.deployed!r}; must be one of >= 2 distinct branches "
+                              f"({', '.join(self.branches)})")
+
+
+NORM_LAYERS.register("split_batchnorm", SplitBatchNormConfig)(
+    lambda cfg: lambda c: SplitBatchNorm2d(c, cfg.branches, cfg.deployed, cfg.eps, cfg.momentum))
 
 
 def norm_factory(cfg) -> Callable[[int], nn.Module]:
