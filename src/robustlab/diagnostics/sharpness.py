@@ -27,6 +27,7 @@ from torch import nn
 from robustlab.attacks.modes import attack_mode
 from robustlab.core.schema import spec
 from robustlab.data import to_float
+from robustlab.functional.linalg import list_dot
 from robustlab.diagnostics.base import DIAGNOSTICS, Diagnostic, DiagnosticConfig
 
 SHARPNESS_SEED = 2718
@@ -52,7 +53,7 @@ def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, vec: list[torch.Tens
 
 
 def _dot(a, b) -> float:
-    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
+    return float(list_dot(a, b))
 
 
 def top_eigenvalue(model: nn.Module, x, y, iters: int = 20, tol: float = 1e-3, seed: int = SHARPNESS_SEED,

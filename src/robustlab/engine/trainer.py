@@ -497,9 +497,9 @@ class Trainer:
         row = {"swa_snapshots": self.swa.snapshots}
         specs = self._monitor_specs()
         for split in ("val", "test"):
-            xs, ys = self.eval_sets[split]
-            if len(ys) == 0 and len(getattr(self.data, split)) == 0:
+            if len(getattr(self.data, split)) == 0:     # as the monitor: every rank takes part or none
                 continue
+            xs, ys = self.eval_sets[split]
             res = self._evaluate(xs, ys, specs, self.autocast, model=self.swa.module)
             row[f"swa_{split}_clean_acc"] = res["clean"]
             for spec in specs:

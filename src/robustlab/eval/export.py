@@ -17,10 +17,11 @@ from pathlib import Path
 
 import robustlab
 from robustlab.core.errors import ConfigError
-from robustlab.core.io import read_json, write_json
+from robustlab.core.io import write_json
 from robustlab.core.weights import write_safetensors
 from robustlab.data import build_data
 from robustlab.eval.library import eps_text
+from robustlab.report.evals import run_evaluations
 from robustlab.eval.loading import EXPORT_FORMAT, LoadedModel, load_exported, load_run_model  # noqa: F401
 
 ROBUSTBENCH_KEYS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
@@ -67,16 +68,8 @@ def export_safetensors(run: str | Path, out: str | Path, which: str = "best") ->
 
 def newest_autoattack(run: Path, which: str) -> dict:
     """The run's newest evaluation whose protocol is the standard AutoAttack (of the chosen checkpoint)."""
-    found = []
-    for path in sorted((run / "eval").glob("*.json")):
-        if path.name.endswith(".state.json"):
-            continue
-        try:
-            res = read_json(path)
-        except ValueError:
-            continue
-        if res.get("protocol") == "AutoAttack" and Path(res.get("checkpoint", "")).stem == which:
-            found.append((path.stat().st_mtime, res))
+    found = [(r["mtime"], r) for r in run_evaluations(run)
+             if r.get("protocol") == "AutoAttack" and Path(str(r.get("checkpoint", ""))).stem == which]
     if not found:
         raise ConfigError(f"--format robustbench: {run}/eval holds no AutoAttack evaluation of the {which} checkpoint; "
                           f"run `robustlab eval {run} --checkpoint {which} --attack autoattack --n 10000` first")

@@ -315,7 +315,6 @@ class TransferStudy:
             progress = Progress(f"judge {attack.label} on {len(self.targets)} targets", len(self.surrogates), self.log,
                                 unit="surrogates")
             for s in self.surrogates:
-                progress.advance(0)
                 adv = None
                 row_all, row_correct = [], []
                 for t in self.targets:

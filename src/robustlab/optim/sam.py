@@ -29,6 +29,7 @@ import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import spec
+from robustlab.functional.linalg import list_dot, list_norm
 from robustlab.optim.minimizer import MINIMIZERS, Minimizer, MinimizerConfig
 
 
@@ -79,14 +80,6 @@ class LookSAMConfig(SAMConfig):
     alpha: float = spec(0.7, lo=0.0, doc="scale of the reused orthogonal component")
 
 
-def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
-
-
-def _norm(a: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(a)).double()) if a else torch.zeros((), dtype=torch.double)
-
-
 class SAM(Minimizer):
     """SAM / ASAM: e from pass 0's gradient, pass 1 at w + e, w restored, the base update with pass 1's gradient."""
     Config = SAMConfig
@@ -111,10 +104,10 @@ class SAM(Minimizer):
     def perturbation(self, params, grads, rho: float) -> list[torch.Tensor]:
         t = self.scales(params)
         if t is None:
-            norm = _norm(grads)
+            norm = list_norm(grads)
             return [rho * g / norm.clamp_min(1e-12).to(g.dtype) for g in grads]
         tg = [ti * g for ti, g in zip(t, grads)]
-        norm = _norm(tg)
+        norm = list_norm(tg)
         return [rho * ti * x / norm.clamp_min(1e-12).to(x.dtype) for ti, x in zip(t, tg)]
 
     def rho(self) -> float:
@@ -150,7 +143,7 @@ class GSAM(SAM):
 
     def combine(self, params, clean_grads) -> None:
         perturbed = [p.grad for p in params]
-        coef = (_dot(clean_grads, perturbed) / _dot(perturbed, perturbed).clamp_min(1e-24))
+        coef = (list_dot(clean_grads, perturbed) / list_dot(perturbed, perturbed).clamp_min(1e-24))
         with torch.no_grad():
             for p, g, gs in zip(params, clean_grads, perturbed):
                 vertical = g - coef.to(g.dtype) * gs
@@ -172,10 +165,10 @@ class LookSAM(SAM):
         if self.t % self.cfg.k == 0 or self.g_v is None or len(self.g_v) != len(params):
             self.pass_at(closure, params, self.perturbation(params, grads, self.rho()))
             g_s = [p.grad for p in params]
-            coef = _dot(g_s, grads) / _dot(grads, grads).clamp_min(1e-24)
+            coef = list_dot(g_s, grads) / list_dot(grads, grads).clamp_min(1e-24)
             self.g_v = [(gs - coef.to(g.dtype) * g).detach().clone() for gs, g in zip(g_s, grads)]
         else:                                                    # reuse: g + alpha ||g|| / ||g_v|| g_v
-            scale = self.cfg.alpha * _norm(grads) / _norm(self.g_v).clamp_min(1e-24)
+            scale = self.cfg.alpha * list_norm(grads) / list_norm(self.g_v).clamp_min(1e-24)
             with torch.no_grad():
                 for p, g, v in zip(params, grads, self.g_v):
                     p.grad = g + scale.to(g.dtype) * v
