@@ -111,3 +111,16 @@ def test_reference_aliasing_only_behind_its_flag(tmp_path):
             assert not torch.equal(ctx["x_clean"], batch.x) and 0.1 < dist <= 0.2 + 1e-6
         else:
             assert torch.equal(ctx["x_clean"], batch.x) and dist <= 0.1 + 1e-6
+
+
+def test_default_taps_of_the_paper_models(tmp_path):
+    """ResNet-18: layer4.{0,1}.bn{1,2}; WRN-34: block 3's bn1 / bn2 (ReLU in the tap) and the final bn: 11 features."""
+    from robustlab.core.context import BuildContext
+    from robustlab.methods import build_method
+    from robustlab.models import build_model
+    for model_cfg, n in (({"name": "resnet18", "norm_layer": {"name": "split_batchnorm"}}, 4),
+                         ({"name": "wide_resnet", "depth": 34, "widen": 1, "norm_layer": {"name": "split_batchnorm"}}, 11)):
+        cfg = config_from_dict({"model": model_cfg, "method": {"name": "arat", "auto_balance": False}})
+        model = build_model(cfg.model, (3, 32, 32), 10)
+        method = build_method(cfg.method, BuildContext.standalone(model, input_shape=(3, 32, 32), num_classes=10))
+        assert len(method.layers) == n and len(method.heads) == n

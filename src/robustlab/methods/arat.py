@@ -21,7 +21,8 @@ is the model's ``norm_layer`` (plain batchnorm: both forwards share statistics).
 The reference code's in-place aliasing (spec 3.3: the clean branch trains on x + U[-eps, eps], not clipped, and PGD
 is centred there, so ||x' - x|| can reach 2 eps) is not reproduced by default; ``reference_aliasing: true``
 reproduces it so that the published numbers can be compared and the difference measured.
-Default layers: ResNet-18's ``layer4.{0,1}.bn{1,2}`` with lambda 30 (the paper's); other models name ``layers``.
+Default layers: ResNet-18's ``layer4.{0,1}.bn{1,2}`` (lambda 30, the default) and WRN-34-10's block-3 ReLUs and final
+pooling (set ``weight: 100``), as the paper; other models name ``layers``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ from robustlab.models.split_bn import bn_branch
 from robustlab.models.taps import FeatureTaps, relu_gap
 
 RESNET18_LAYERS = ["1.layer4.0.bn1", "1.layer4.0.bn2", "1.layer4.1.bn1", "1.layer4.1.bn2"]
+# WRN-34-10: the reference taps block3's relu1 / relu2 of its 5 blocks and the final pooling; here the ReLU of the tap
+# transform applied to block3's bn1 / bn2 outputs and to the final bn is the same set of 11 features
+WRN34_LAYERS = [f"1.block3.{i}.bn{j}" for i in range(5) for j in (1, 2)] + ["1.bn"]
 
 
 @dataclass
@@ -92,7 +96,8 @@ class ARAT(Method):
         super().__init__(cfg, bctx)
         self.plain = bctx.model
         names = dict(self.plain.named_modules())
-        self.layers = list(cfg.layers) or (RESNET18_LAYERS if all(n in names for n in RESNET18_LAYERS) else [])
+        defaults = next((d for d in (RESNET18_LAYERS, WRN34_LAYERS) if all(n in names for n in d)), [])
+        self.layers = list(cfg.layers) or defaults
         if not self.layers:
             raise ConfigError("method.layers: no default for this model; name the modules to tap (e.g. the last "
                               "stage's normalisation layers; robustlab's module names start with '1.')")
