@@ -148,7 +148,7 @@ class ARAT(Method):
         if self.cfg.reference_aliasing:      # x_hat = x + U[-eps, eps], not clipped; the attack is centred there
             x = x + self.cfg.eps * (2 * uniform(x.shape, x, self.generator) - 1)
         with bn_branch(self.plain, self.cfg.adv_branch):
-            x_adv = self.attack.bind(self.plain, eps=self.cfg.eps).perturb(x, batch.y)
+            x_adv = self.attack.perturb(x, batch.y)   # bound to the plain model and eps at construction
         return {"x_train": x_adv, "x_clean": x, "eps": self.cfg.eps}
 
     def features(self, model, x, branch: str) -> tuple[torch.Tensor, list[torch.Tensor]]:

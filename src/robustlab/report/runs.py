@@ -15,7 +15,7 @@ import yaml
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, read_jsonl, write_text
-from robustlab.report.evals import EVAL_HEADER, eval_rows, run_evaluations
+from robustlab.report.evals import EVAL_HEADER, eval_rows, run_evaluations, sanity_summary
 from robustlab.report.format import INT, PCT, SECONDS, fmt, html_page, html_table, kind_of, md_table, spread
 
 CURVES = [("test_clean_acc", "clean"), ("test_pgd_acc", "PGD"), ("test_fgsm_acc", "FGSM")]
@@ -168,13 +168,8 @@ def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
         lines.append(f"robustlab eval {r['protocol']} ({r.get('threat_model')} eps {r.get('eps')}, "
                      f"{r.get('n_examples')} points, {Path(str(r.get('checkpoint', '?'))).stem} checkpoint): "
                      f"{fmt(r.get('robust_acc'), PCT)} % robust, {fmt(r.get('clean_acc'), PCT)} % clean; sanity "
-                     f"checks {_sanity_words(r)}.")
+                     f"checks {sanity_summary(r)}.")
     return lines
-
-
-def _sanity_words(res: dict) -> str:
-    from robustlab.report.evals import sanity_summary
-    return sanity_summary(res)
 
 
 def _run_curves(run: RunRecord, path: Path) -> None:
