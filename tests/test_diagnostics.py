@@ -16,10 +16,10 @@ def test_live_co_rule():
     assert co_fires([0.1, 0.5, 0.6, 0.1])              # 0.1 < 0.25 * 0.6
     assert not co_fires([0.1, 0.5, 0.6, 0.2])
     assert co_fires([0.1, 0.5, None, 0.05])
-    # a model collapse (clean accuracy gone too) is not CO; CO keeps >= 3/4 of the clean accuracy at the peak
+    # a model collapse (clean accuracy gone too) is not CO; CO keeps >= 0.9 of the clean accuracy at the peak
     assert not co_fires([0.1, 0.5, 0.6, 0.1], [0.9, 0.95, 0.96, 0.12])
-    assert co_fires([0.1, 0.5, 0.6, 0.1], [0.9, 0.95, 0.96, 0.73])     # 0.73 >= 0.75 * 0.96 = 0.72
-    assert not co_fires([0.1, 0.5, 0.6, 0.1], [0.9, 0.95, 0.96, 0.71])
+    assert co_fires([0.1, 0.5, 0.6, 0.1], [0.9, 0.95, 0.96, 0.87])     # 0.87 >= 0.9 * 0.96 = 0.864
+    assert not co_fires([0.1, 0.5, 0.6, 0.1], [0.9, 0.95, 0.96, 0.86])
 
 
 def test_linearity_diagnostics_values():

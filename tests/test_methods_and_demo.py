@@ -7,7 +7,7 @@ from robustlab.core.context import BuildContext
 from robustlab.data.loader import Batch
 from robustlab.demo import demo_study_raw, run_demo
 from robustlab.sweep import expand_study
-from robustlab.diagnostics import co_onset
+from robustlab.diagnostics import collapse_verdict, co_onset
 from robustlab.methods import METHODS, build_method
 
 
@@ -54,6 +54,16 @@ def test_co_onset():
     # while PGD stays down: CO sets in at epoch 6, measured against the clean accuracy at the PGD peak
     assert co_onset([0.1, 0.4, 0.6, 0.5, 0.05, 0.04, 0.06], [0.9, 0.95, 0.97, 0.96, 0.1, 0.99, 0.99]) == 6
     assert co_onset([0.1, 0.4, 0.6, 0.05, 0.05], [0.9, 0.95, 0.97, 0.1, 0.1]) is None
+    # clean accuracy held at the onset (0.9 >= 0.9 * 0.97 = 0.873) but fell by the end (0.85): not CO
+    assert co_onset([0.1, 0.4, 0.6, 0.05, 0.05], [0.9, 0.95, 0.97, 0.9, 0.85]) is None
+    assert co_onset([0.1, 0.4, 0.6, 0.05, 0.05], [0.9, 0.95, 0.97, 0.9, 0.88]) == 4
+
+
+def test_collapse_verdict():
+    pgd = [0.1, 0.4, 0.6, 0.05, 0.05]
+    assert collapse_verdict(pgd, [0.9, 0.95, 0.97, 0.96, 0.97]) == ("co", 4)
+    assert collapse_verdict(pgd, [0.9, 0.95, 0.97, 0.96, 0.5]) == ("failure", 4)   # clean fell by the end
+    assert collapse_verdict([0.1, 0.4, 0.6, 0.55, 0.5], [0.9] * 5) == ("none", None)
 
 
 def test_embedded_demo_config_is_valid():

@@ -68,7 +68,8 @@ def test_local_sweep_table_report_failure_and_rerun(tmp_path):
     table = (out / "table.csv").read_text().splitlines()
     assert table[0].startswith("trial,method.eps,optim.lr,status,epochs") and len(table) == 5
     for f in ("report/report.html", "report/curves.png", "report/final_vs_method_eps.png",
-              "report/final_vs_optim_lr.png", "report/heatmap.png", "report/diagnostics.png", "study.json"):
+              "report/final_vs_optim_lr.png", "report/heatmap.png", "report/collapse_heatmap.png", "report/diagnostics.png",
+              "study.json"):
         assert (out / f).is_file(), f
     stamp = (out / "trials" / "000-eps-0.05_lr-0.05" / "checkpoints" / "last.pt").stat().st_mtime_ns
     logs = []

@@ -21,6 +21,11 @@ def _cmd_train(args) -> int:
     if not args.out:
         from robustlab.core.errors import ConfigError
         raise ConfigError("--out: required (the run folder; an existing one is resumed or extended)")
+    from robustlab.core.kernel_paths import on_path, path_environment
+    if not on_path(cfg.train.kernel_path):   # torch reads the path at process start: run in a child on that path
+        import subprocess
+        return subprocess.call([sys.executable, "-m", "robustlab", *args.argv],
+                               env=path_environment(cfg.train.kernel_path))
     res = train(cfg, args.out)
     print(f"{args.out}: {res['status']}" + (f" ({res['message']})" if res.get("message") else ""))
     return 0 if res["status"] == "finished" else 1
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustlab.core.errors import ConfigError, DataError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     import signal
     if args.command in ("train", "eval", "sweep", "demo", "transfer", "sharpness"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)

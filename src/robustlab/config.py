@@ -22,6 +22,7 @@ from robustlab.core.schema import build, component, components, parse_number, re
 from robustlab.diagnostics import DIAGNOSTICS, DiagnosticConfig
 from robustlab.methods import METHODS, REGULARIZERS, MethodConfig
 from robustlab.models import MODELS, ModelConfig
+from robustlab.core.kernel_paths import CHOICES as KERNEL_PATH_CHOICES
 from robustlab.optim import LR_SCHEDULES, OPTIMIZERS, OptimizerConfig
 from robustlab.optim.swa import SWAConfig
 from robustlab.tracking import TRACKERS, TrackerConfig
@@ -109,6 +110,9 @@ class TrainConfig:
     channels_last: bool = spec(False)
     device: str = spec("auto", choices=["auto", "cpu", "cuda"])
     threads: int = spec(0, lo=0, doc="torch CPU threads (0: torch's default)")
+    kernel_path: str = spec("inherit", choices=list(KERNEL_PATH_CHOICES),
+                            doc="CPU numeric path (robustlab.core.kernel_paths): inherit the environment's, or set "
+                                "machine, default (ATEN_CPU_CAPABILITY=default) or avx2; a study key like any other")
     compile: bool = spec(False, doc="torch.compile the model")
     progress: str = spec("auto", choices=["auto", "bar", "lines", "none"])
     trackers: list[TrackerConfig] = components(TRACKERS, "experiment-tracking sinks, e.g. [tensorboard, mlflow] "

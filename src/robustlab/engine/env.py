@@ -26,6 +26,19 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), with whether it has AVX-512 and AVX512_BF16."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or None
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = "AVX-512" + (" + BF16" if "avx512_bf16" in flags else "") if "avx512f" in flags else \
+        "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name} ({isa})" if name else None
+
+
 def kernel_path() -> dict:
     """Which CPU kernels this process runs: torch's dispatch level and the variables that select it. The same seed
     gives other trajectories on another path (docs: claims are counted over several paths)."""
@@ -40,7 +53,7 @@ def environment(device: torch.device, seed: int, command: list[str] | None = Non
     import numpy
     env = {"robustlab": robustlab.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
            "numpy": numpy.__version__, "platform": platform.platform(), "host": platform.node(),
-           "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "processor": platform.processor(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "device": str(device), "seed": seed, "git_commit": git_commit(), "command": command or sys.argv,
            "kernel_path": kernel_path(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if command:

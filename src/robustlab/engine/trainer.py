@@ -37,6 +37,7 @@ from robustlab.core import checkpoint as ckpt_io
 from robustlab.core.context import BuildContext, EpochContext, StepContext
 from robustlab.core.distributed import DistContext
 from robustlab.core.io import read_json, read_jsonl, save_torch, write_json, write_jsonl, write_text
+from robustlab.core.kernel_paths import check_kernel_path
 from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.diagnostics import DIAGNOSTICS, co_fires, robust_overfitting
@@ -116,6 +117,7 @@ class Trainer:
 
     def _build(self) -> None:
         cfg = self.cfg
+        check_kernel_path(cfg.train.kernel_path)
         set_threads(cfg.train.threads)
         self.dist = DistContext.from_env()
         self.device = self.dist.device(resolve_device(cfg.train.device))

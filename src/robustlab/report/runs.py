@@ -71,14 +71,9 @@ def final_text(fe: dict) -> str:
 
 def co_verdict(metrics: list[dict]) -> tuple[str, int | None]:
     """('co', onset) when robust accuracy collapsed while clean accuracy held; ('failure', epoch) when both fell
-    (a training failure, not CO); ('none', None) otherwise."""
-    from robustlab.diagnostics import co_onset_in_metrics
-    from robustlab.diagnostics.catastrophic import co_onset
-    onset = co_onset_in_metrics(metrics)
-    if onset is not None:
-        return "co", onset
-    collapse = co_onset([m.get("test_pgd_acc") for m in metrics])
-    return ("failure", collapse) if collapse is not None else ("none", None)
+    (a training failure, not CO); ('none', None) otherwise (robustlab.diagnostics.collapse_verdict on the test curves)."""
+    from robustlab.diagnostics.catastrophic import collapse_verdict
+    return collapse_verdict([m.get("test_pgd_acc") for m in metrics], [m.get("test_clean_acc") for m in metrics])
 
 
 def _legend_below(fig, axes, ncol: int = 4) -> None:
@@ -347,8 +342,10 @@ def group_findings(runs: dict[str, list[RunRecord]]) -> list[str]:
 def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Path]], title: str,
                             notes: str = "", extra_images: list[tuple[str, str]] = (),
                             trial_table: tuple[list[str], list[list]] | None = None,
-                            links: list[tuple[str, str]] = (), eval_table: list[list[str]] | None = None) -> Path:
-    """What the groups show (counts over runs), their curves (mean over runs, shaded min-max), then tables: the
+                            links: list[tuple[str, str]] = (), eval_table: list[list[str]] | None = None,
+                            claims: list[str] = ()) -> Path:
+    """The study's claims (robustlab.report.claims: holds or not, counted per kernel path), what the groups show
+    (counts over runs), their curves (mean over runs, shaded min-max), then tables: the
     last epoch's monitor and the final evaluation per group (mean ± sd (min-max)), evaluations, every run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,7 +365,8 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
             _plot_grad_norms(plt, runs, out / "grad_norms.png")
             images.append(("Gradient instability (squared global gradient norm per step)", "grad_norms.png"))
     images += list(extra_images)
-    findings = group_findings(runs) if runs else ["No run has recorded an epoch yet."]
+    findings = [f"Claim {line}" for line in claims]
+    findings += group_findings(runs) if runs else ["No run has recorded an epoch yet."]
     if notes:
         findings.append(notes)
     tables = []

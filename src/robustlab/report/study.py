@@ -116,6 +116,44 @@ def plot_heatmap(rows, keys, kx, ky, out_png: Path) -> None:
     plt.close(fig)
 
 
+def plot_collapse_heatmap(rows, keys, kx, ky, out_png: Path) -> bool:
+    """Per group, the fraction of runs in each cell whose robust accuracy collapsed: CO (clean accuracy kept; top
+    row) and training failure (clean accuracy fell too; bottom row), annotated ``k/n`` (robustlab.diagnostics.
+    collapse_verdict on the test curves). One run per cell reads as 0 or 1: sweep seeds and kernel paths for a
+    fraction. Returns False (nothing drawn) when no run has a verdict."""
+    groups: dict[str, list] = {}
+    for r in rows:
+        if r["status"] in ("finished", "diverged") and r.get("collapse"):
+            groups.setdefault(group_label(r, keys, {kx, ky}), []).append(r)
+    if not groups:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.6 * len(groups), 7.4), squeeze=False)
+    for col, (label, grp) in enumerate(groups.items()):
+        xs = sorted({_num(r[kx]) for r in grp})
+        ys = sorted({_num(r[ky]) for r in grp})
+        for row_i, (verdict, name) in enumerate([("co", "CO"), ("failure", "training failure")]):
+            ax = axes[row_i][col]
+            counts = [[[r["collapse"] == verdict for r in grp if _num(r[kx]) == x and _num(r[ky]) == y] for x in xs]
+                      for y in ys]
+            grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in counts]
+            im = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="magma", aspect="auto")
+            ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs])
+            ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys])
+            for i, row in enumerate(counts):
+                for j, c in enumerate(row):
+                    if c:
+                        ax.text(j, i, f"{sum(c)}/{len(c)}", ha="center", va="center", fontsize=8,
+                                color="w" if sum(c) / len(c) < 0.5 else "k")
+            ax.set(xlabel=kx, ylabel=ky, title=f"{label}: fraction of runs in {name}")
+            ax.title.set_fontsize(9)
+            fig.colorbar(im, ax=ax, label=f"runs in {name} (fraction)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def plot_eval_summary(rows, keys, protocol: str, out_png: Path) -> bool:
     """``robustlab eval STUDY_DIR``'s figures per group (mean over seeds, whiskers min-max): clean and robust
     accuracy of the best and the last checkpoint under one protocol, with the training monitor's last-epoch PGD
@@ -170,6 +208,9 @@ def write_study_report(study_dir: str | Path) -> Path:
     if len(num) == 2:
         plot_heatmap(rows, keys, num[0], num[1], out / "heatmap.png")
         extra.append((f"Heatmap: {num[0]} x {num[1]}", "heatmap.png"))
+        if plot_collapse_heatmap(rows, keys, num[0], num[1], out / "collapse_heatmap.png"):
+            extra.append((f"Collapse: fraction of runs in CO and in training failure, {num[0]} x {num[1]} (k/n runs)",
+                          "collapse_heatmap.png"))
     protocol = next((r["eval_protocol"] for r in rows if r.get("eval_protocol")), None)
     if protocol and plot_eval_summary(rows, keys, protocol, out / "eval.png"):
         extra.append((f"Evaluation ({protocol}): best and last checkpoints", "eval.png"))
@@ -181,17 +222,21 @@ def write_study_report(study_dir: str | Path) -> Path:
     notes = ((manifest.get("title") + ". ") if manifest.get("title") else "") + (
         f"Study '{manifest['name']}': {len(rows)} trials ({', '.join(f'{v} {k}' for k, v in status.items())}); "
         f"varying keys: {', '.join(keys) or 'none'}. 'CO': test PGD accuracy fell below a quarter of its earlier peak "
-        "and stayed there while clean accuracy stayed at >= 3/4 of its level at that peak "
+        "and stayed there while clean accuracy stayed at >= 0.9 of its level at that peak (at the onset and the last epoch) "
         "(robustlab.diagnostics.co_onset); a run that lost clean accuracy too is counted as a training failure.")
+    claims = []
+    if manifest.get("claims"):
+        from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
+        claims = claim_lines(evaluate_claims(parse_claims(manifest["claims"]), rows))
     columns = trial_columns(header, rows, keys)
     table = [[_cell(h, r[h]) for h in columns] for r in rows]
     return write_comparison_report(out, groups, f"robustlab study: {manifest['name']}", notes, extra_images=extra,
                                    trial_table=([_title(h) for h in columns], table),
                                    links=[("table.csv: every trial, every column", "../table.csv")],
-                                   eval_table=study_eval_rows(study_dir, manifest) or None)
+                                   eval_table=study_eval_rows(study_dir, manifest) or None, claims=claims)
 
 
-SHOWN = ["status", "epochs", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
+SHOWN = ["status", "collapse", "kernel_path", "epochs", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
          "pgd_gap", "final_protocol", "final_clean_acc", "final_robust_acc", "final_best_robust_acc",
          "eval_best_robust_acc", "eval_last_robust_acc", "eval_flags", "train_seconds"]
 

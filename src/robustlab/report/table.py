@@ -21,7 +21,7 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
     keys = manifest["keys"]
     study_eval = read_json(study_dir / "study_eval.json") if (study_dir / "study_eval.json").is_file() else None
     header = ["trial", *keys, "status", "epochs", *METRIC_COLUMNS, "best_epoch", *OVERFITTING_COLUMNS, "final_protocol",
-              "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "train_seconds", "message"]
+              "final_clean_acc", "final_robust_acc", "final_best_robust_acc", *FACT_COLUMNS, "train_seconds", "message"]
     rows = []
     for t in manifest["trials"]:
         run = trial_dir(study_dir, t["name"])
@@ -40,11 +40,27 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
                     "pgd_gap": ro.get("gap"),
                     "grad_norm_sq_max": max((m["grad_norm_sq_max"] for m in metrics if m.get("grad_norm_sq_max") is not None),
                                             default=None)})
+        row.update(_run_facts(run, metrics))
         row.update(_eval_columns(study_eval, t["name"], run))
         rows.append(row)
     if study_eval:
         header = header[:-2] + EVAL_COLUMNS + header[-2:]
     return header, rows
+
+
+FACT_COLUMNS = ["collapse", "collapse_epoch", "peak_clean_acc", "kernel_path", "cpu"]
+
+
+def _run_facts(run: Path, metrics: list[dict]) -> dict:
+    """The collapse verdict (robustlab.diagnostics.collapse_verdict: co, failure, none), the best clean accuracy of
+    any epoch, and what the run ran on: its CPU kernel path (torch's dispatch level, e.g. AVX2, DEFAULT) and CPU."""
+    from robustlab.diagnostics.catastrophic import collapse_verdict
+    verdict, epoch = collapse_verdict([m.get("test_pgd_acc") for m in metrics], [m.get("test_clean_acc") for m in metrics])
+    clean = [m["test_clean_acc"] for m in metrics if m.get("test_clean_acc") is not None]
+    env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
+    path = (env.get("kernel_path") or {}).get("cpu_capability")
+    return {"collapse": verdict if metrics else None, "collapse_epoch": epoch, "peak_clean_acc": max(clean, default=None),
+            "kernel_path": path, "cpu": env.get("cpu_model") or env.get("processor") or None}
 
 
 EVAL_COLUMNS = ["eval_protocol", "eval_best_clean_acc", "eval_best_robust_acc", "eval_last_clean_acc",

@@ -34,6 +34,8 @@ def prepare_study_dir(study: Study, out: Path) -> None:
         old = read_json(manifest)
         if old.get("fingerprint") != study.fingerprint():
             raise ConfigError(f"{out}: holds a different study (its trials or configs differ); choose another --out")
+        if old.get("claims") != study.claims:      # the trials are the same; what they must show was edited
+            write_json(manifest, study.to_dict())
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json(manifest, study.to_dict())
@@ -85,6 +87,13 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     log(f"{summary['finished']}/{summary['trials']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
         f"{summary['other']} not done; "
         f"table {out / 'table.csv'}; report {summary['report']}")
+    if study.claims:
+        from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
+        results = evaluate_claims(parse_claims(study.claims), study_rows(out)[1])
+        summary["claims"] = [{"says": r["claim"].says, "holds": r["holds"], "met": r["met"], "runs": r["runs"],
+                              "paths": r["paths"]} for r in results]
+        for line in claim_lines(results):
+            log("claim " + line)
     return summary
 
 

@@ -4,6 +4,8 @@
   per trial, CPU threads split between them. A worker that crashes or is killed only loses its trial's
   current epoch: the trial is reported ``interrupted`` and the rerun resumes it.
 - ``ray`` (optional extra): each trial is a Ray task asking for the study's ``resources`` (CPUs, GPUs).
+  Each trial runs on its ``train.kernel_path`` (robustlab.core.kernel_paths): the local executor sets the
+  path's variables on the trial's process, Ray through the task's runtime_env.
   With no address a local Ray cluster is started and shut down; with an address an existing cluster is
   joined (robustlab must be installed on its nodes and the study folder visible to them).
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from robustlab.core.errors import ConfigError
+from robustlab.core.kernel_paths import KERNEL_PATHS, path_environment
 from robustlab.sweep.study import Study, Trial
 
 
@@ -68,6 +71,21 @@ class TrialLogTail:
 TAIL_EVERY_S = 1.0   # how often running trials' logs are read
 
 
+def trial_kernel_path(trial: Trial) -> str:
+    return trial.config.get("train", {}).get("kernel_path", "inherit")
+
+
+def _ray_task(task, trial: Trial):
+    """The trial's task, in worker processes on its CPU kernel path (Ray keeps one worker pool per set of
+    environment variables)."""
+    name = trial_kernel_path(trial)
+    if name == "inherit":
+        return task
+    env = {k: v for k, v in KERNEL_PATHS[name].items() if v is not None}
+    # Ray can only add variables: a path that unsets one (machine) runs where the cluster was started
+    return task.options(runtime_env={"env_vars": env}) if env else task
+
+
 def local_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
@@ -93,7 +111,7 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
             out = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.out.json"
             out.unlink(missing_ok=True)
             proc = subprocess.Popen([sys.executable, "-m", "robustlab.sweep.worker", str(study_dir), str(spec), str(out)],
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                    env=path_environment(trial_kernel_path(trial), env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             tail.begin(trial.name)
             running[proc] = (trial, time.perf_counter(), out)
         time.sleep(0.05)
@@ -167,7 +185,7 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
     try:
         task = ray.remote(num_cpus=study.resources["cpus"], num_gpus=study.resources["gpus"], max_retries=0)(run_trial)
         threads = max(1, int(study.resources["cpus"]))
-        pending = {task.remote(str(study_dir.resolve()), t.name, t.config, threads, command): t for t in trials}
+        pending = {_ray_task(task, t).remote(str(study_dir.resolve()), t.name, t.config, threads, command): t for t in trials}
         tail = TrialLogTail(study_dir, log)   # where the study folder is shared with the driver
         for t in trials:
             tail.begin(t.name)

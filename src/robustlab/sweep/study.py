@@ -30,8 +30,9 @@ from pathlib import Path
 import yaml
 
 from robustlab.config import ConfigError, config_from_dict, load_config
+from robustlab.report.claims import parse_claims
 
-STUDY_KEYS = {"name", "title", "base", "overrides", "grid", "list", "resources", "workers"}
+STUDY_KEYS = {"name", "title", "base", "overrides", "grid", "list", "resources", "workers", "claims"}
 LABEL = "label"  # a list entry may name itself (e.g. label: FGSM-AT); it is not a config key
 
 
@@ -54,6 +55,7 @@ class Study:
     workers: int = 1
     source: str = ""
     title: str = ""
+    claims: list = field(default_factory=list)   # raw claim mappings (robustlab.report.claims), checked at expansion
 
     def fingerprint(self) -> str:
         blob = json.dumps([t.to_dict() for t in self.trials], sort_keys=True)
@@ -61,7 +63,8 @@ class Study:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "keys": self.keys, "resources": self.resources, "workers": self.workers,
-                "source": self.source, "fingerprint": self.fingerprint(), "trials": [t.to_dict() for t in self.trials]}
+                "source": self.source, "fingerprint": self.fingerprint(), "claims": self.claims,
+                "trials": [t.to_dict() for t in self.trials]}
 
 
 def _value_text(v) -> str:
@@ -134,8 +137,9 @@ def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Stu
                 raise ConfigError(f"study trial {name}: same config as an earlier trial; remove the duplicate")
             seen.add(fp)
             trials.append(Trial(name, over, cfg))
+    parse_claims(raw.get("claims"))
     return Study(str(raw.get("name") or Path(source).stem or "study"), trials, keys, resources, workers, source,
-                 str(raw.get("title") or ""))
+                 str(raw.get("title") or ""), list(raw.get("claims") or []))
 
 
 def load_study(path: str | Path) -> Study:

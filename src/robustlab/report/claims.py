@@ -1,0 +1,122 @@
+"""Claims: what a study's runs must show, checked as counted fractions over seeds and CPU kernel paths.
+
+Training is chaotic: the same seed follows another trajectory on another CPU kernel path, so a finding is a
+fraction of runs, never one machine's run. A study file may carry ``claims:``, each a statement with the rule a run
+must meet and the fraction of runs that must meet it **on every kernel path** the study ran on::
+
+    claims:
+      - says: "FGSM-AT shows catastrophic overfitting (robust accuracy collapses, clean accuracy holds)"
+        group: FGSM-AT            # the trials' label
+        verdict: [co]             # robustlab.diagnostics.collapse_verdict: co, failure, none
+        at_least: 0.8             # of the runs on each kernel path
+      - says: "N-FGSM-AT holds: no collapse, final PGD-50 accuracy >= 0.5"
+        group: N-FGSM-AT
+        verdict: [none]
+        metric: final_robust_acc  # a column of the study table (table.csv)
+        min: 0.5
+
+Runs count when they ended (finished or diverged); a diverged run meets a claim only through its verdict.
+:func:`evaluate_claims` gives, per claim, the count over all runs and per kernel path, and whether it holds; the
+study report puts these first, and ``benchmarks/claims_evidence.py`` turns recorded evidence into the figures of
+README and docs.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.schema import build, resolve, spec
+
+VERDICTS = ("co", "failure", "none")
+ENDED = ("finished", "diverged")
+
+
+@dataclass
+class Claim:
+    says: str = spec("", doc="the statement, as README or docs would make it")
+    group: str = spec("", doc="the label of the trials it is about")
+    verdict: list[str] = spec(default_factory=list, doc="collapse verdicts that meet it (co, failure, none); empty: any")
+    metric: typing.Optional[str] = spec(None, doc="a column of the study table that must lie in [min, max]")
+    min: typing.Optional[float] = spec(None)
+    max: typing.Optional[float] = spec(None)
+    at_least: float = spec(0.8, lo=0.0, hi=1.0, doc="fraction of the runs on each kernel path that must meet it")
+
+    def check(self, key: str) -> None:
+        if not self.says or not self.group:
+            raise ConfigError(f"{key}: says and group are required")
+        bad = [v for v in self.verdict if v not in VERDICTS]
+        if bad:
+            raise ConfigError(f"{key}verdict: got {bad[0]!r}; allowed: {', '.join(VERDICTS)}")
+        if self.metric is None and (self.min is not None or self.max is not None):
+            raise ConfigError(f"{key}metric: min/max given without a metric")
+        if self.metric is not None and self.min is None and self.max is None:
+            raise ConfigError(f"{key}metric: {self.metric!r} needs min or max")
+        if not self.verdict and self.metric is None:
+            raise ConfigError(f"{key}: give a verdict or a metric (a claim every run meets says nothing)")
+
+    def met_by(self, row: dict) -> bool:
+        if self.verdict and row.get("collapse") not in self.verdict:
+            return False
+        if self.metric is not None:
+            value = row.get(self.metric)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return False
+            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+                return False
+        return True
+
+    def rule(self) -> str:
+        parts = []
+        if self.verdict:
+            parts.append("verdict " + " or ".join(self.verdict))
+        if self.metric is not None:
+            bounds = [f">= {self.min:g}" if self.min is not None else "", f"<= {self.max:g}" if self.max is not None else ""]
+            parts.append(f"{self.metric} " + " and ".join(b for b in bounds if b))
+        return f"{', '.join(parts)}; in >= {self.at_least:.0%} of the runs on every kernel path"
+
+
+def parse_claims(raw, key: str = "study.claims") -> list[Claim]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
+        raise ConfigError(f"{key}: expected a list of mappings (says, group, verdict, metric, min, max, at_least)")
+    claims = []
+    for i, c in enumerate(raw):
+        claim = build(Claim, c, f"{key}[{i}].")
+        resolve(claim, f"{key}[{i}].")
+        claims.append(claim)
+    return claims
+
+
+def evaluate_claims(claims: list[Claim], rows: list[dict]) -> list[dict]:
+    """Per claim: ``{"claim", "met", "runs", "paths": {path: (met, runs)}, "holds", "pending"}``. A claim holds when
+    every kernel path that has runs of its group meets ``at_least``; with no ended run it does not hold."""
+    out = []
+    for c in claims:
+        group = [r for r in rows if str(r.get("label")) == c.group]
+        ended = [r for r in group if r.get("status") in ENDED]
+        paths: dict[str, list[int]] = {}
+        for r in ended:
+            counts = paths.setdefault(str(r.get("kernel_path") or "?"), [0, 0])
+            counts[0] += c.met_by(r)
+            counts[1] += 1
+        met = sum(k for k, _ in paths.values())
+        holds = bool(paths) and all(k >= c.at_least * n for k, n in paths.values())
+        out.append({"claim": c, "met": met, "runs": len(ended), "paths": {p: tuple(v) for p, v in sorted(paths.items())},
+                    "holds": holds, "pending": len(group) - len(ended)})
+    return out
+
+
+def count_text(result: dict) -> str:
+    """``9 of 10 runs (AVX2 5/5, DEFAULT 4/5)``."""
+    per = ", ".join(f"{p} {k}/{n}" for p, (k, n) in result["paths"].items())
+    return f"{result['met']} of {result['runs']} runs" + (f" ({per})" if per else "") + (
+        f", {result['pending']} not ended" if result["pending"] else "")
+
+
+def claim_lines(results: list[dict]) -> list[str]:
+    """One line per claim for reports and logs."""
+    return [f"{'HOLDS' if r['holds'] else 'does not hold'}: {r['claim'].says}: {count_text(r)} "
+            f"[rule: {r['claim'].rule()}]" for r in results]

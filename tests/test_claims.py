@@ -1,0 +1,64 @@
+"""Claims (issue 14): a statement, the rule each run must meet, and the fraction of runs that must meet it on every
+CPU kernel path; counted from the study table and shown first in the study report."""
+import pytest
+
+from robustlab.core.errors import ConfigError
+from robustlab.report.claims import count_text, evaluate_claims, parse_claims
+from robustlab.sweep import expand_study, run_sweep
+
+from test_sweep import tiny_study
+
+
+def row(label, collapse, path, robust=None, status="finished"):
+    return {"label": label, "collapse": collapse, "kernel_path": path, "final_robust_acc": robust, "status": status}
+
+
+ROWS = [row("FGSM", "co", "AVX2"), row("FGSM", "co", "AVX2"), row("FGSM", "failure", "AVX2"),
+        row("FGSM", "co", "DEFAULT"), row("FGSM", "co", "DEFAULT"), row("FGSM", None, "DEFAULT", status="running"),
+        row("N-FGSM", "none", "AVX2", 0.7), row("N-FGSM", "none", "DEFAULT", 0.45), row("N-FGSM", "co", "DEFAULT", 0.9),
+        row("N-FGSM", "none", "DEFAULT", None, status="diverged")]
+
+
+def test_counts_per_kernel_path_and_the_every_path_rule():
+    co, holds = parse_claims([
+        {"says": "FGSM collapses", "group": "FGSM", "verdict": ["co"], "at_least": 0.6},
+        {"says": "N-FGSM holds", "group": "N-FGSM", "verdict": ["none"], "metric": "final_robust_acc", "min": 0.5,
+         "at_least": 0.5}])
+    r_co, r_holds = evaluate_claims([co, holds], ROWS)
+    # AVX2 2/3 >= 0.6 and DEFAULT 2/2: holds; the running trial is not counted
+    assert (r_co["met"], r_co["runs"], r_co["pending"], r_co["holds"]) == (4, 5, 1, True)
+    assert r_co["paths"] == {"AVX2": (2, 3), "DEFAULT": (2, 2)}
+    assert count_text(r_co) == "4 of 5 runs (AVX2 2/3, DEFAULT 2/2), 1 not ended"
+    # DEFAULT: 0.45 < 0.5, the CO run and the diverged run (no figure) fail: 0/3 -> does not hold on that path
+    assert r_holds["paths"] == {"AVX2": (1, 1), "DEFAULT": (0, 3)} and not r_holds["holds"]
+    stricter = parse_claims([{"says": "x", "group": "FGSM", "verdict": ["co"], "at_least": 0.7}])
+    assert not evaluate_claims(stricter, ROWS)[0]["holds"]          # AVX2 2/3 < 0.7
+    assert not evaluate_claims(parse_claims([{"says": "x", "group": "none", "verdict": ["co"]}]), ROWS)[0]["holds"]
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ([{"says": "x", "group": "g", "verdict": ["collapsed"]}], "study.claims[0].verdict: got 'collapsed'; allowed: co, failure, none"),
+    ([{"says": "x", "group": "g"}], "give a verdict or a metric"),
+    ([{"says": "x", "group": "g", "metric": "final_robust_acc"}], "needs min or max"),
+    ([{"says": "x", "group": "g", "verdict": ["co"], "at_least": 2}], "at_least"),
+    ({"says": "x"}, "expected a list of mappings"),
+])
+def test_bad_claims(raw, needle):
+    with pytest.raises(ConfigError) as info:
+        expand_study(tiny_study(claims=raw))
+    assert needle in str(info.value)
+
+
+def test_study_report_states_its_claims(tmp_path):
+    raw = tiny_study(list=[{"label": "FGSM"}], grid={"seed": [0, 1]},
+                     claims=[{"says": "FGSM never collapses here", "group": "FGSM", "verdict": ["none"], "at_least": 1.0},
+                             {"says": "FGSM reaches 200 % robust accuracy", "group": "FGSM",
+                              "metric": "test_pgd_acc", "min": 2.0}])
+    logs = []
+    summary = run_sweep(expand_study(raw), tmp_path / "s", log=logs.append)
+    verdicts = [c["holds"] for c in summary["claims"]]
+    assert verdicts == [True, False] and summary["claims"][0]["runs"] == 2
+    report = (tmp_path / "s" / "report" / "report.md").read_text()
+    assert "Claim HOLDS: FGSM never collapses here: 2 of 2 runs" in report
+    assert "Claim does not hold: FGSM reaches 200 % robust accuracy: 0 of 2 runs" in report
+    assert any(line.startswith("claim HOLDS: FGSM never collapses here") for line in logs)
