@@ -124,3 +124,34 @@ def test_default_taps_of_the_paper_models(tmp_path):
         model = build_model(cfg.model, (3, 32, 32), 10)
         method = build_method(cfg.method, BuildContext.standalone(model, input_shape=(3, 32, 32), num_classes=10))
         assert len(method.layers) == n and len(method.heads) == n
+
+
+def test_the_auxiliary_branch_is_measured_beside_the_deployed_one(tmp_path):
+    import json
+    import subprocess
+    import sys
+    cfg = raw(epochs=1)
+    cfg["final_eval"] = {"points": 32, "steps": 2, "restarts": 1}
+    train(config_from_dict(cfg), tmp_path / "r", log=lambda s: None)
+    row = read_jsonl(tmp_path / "r" / "metrics.jsonl")[-1]
+    assert 0 <= row["test_clean_branch_clean_acc"] <= 1 and 0 <= row["test_clean_branch_pgd_acc"] <= 1
+    last = json.loads((tmp_path / "r" / "results.json").read_text())["final_eval"]["last"]
+    assert set(last["branches"]) == {"clean"}
+    # robustlab eval: the deployed branch by default, another by --branch; each records every branch's clean accuracy
+    outs = {}
+    for branch in (None, "clean"):
+        out = tmp_path / f"eval-{branch}.json"
+        proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "r"), "--checkpoint", "last",
+                               "--n", "32", "--steps", "2", "--restarts", "1", "--sanity", "0", "--out", str(out),
+                               *(["--branch", branch] if branch else [])], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        outs[branch] = json.loads(out.read_text())
+    assert outs[None]["split_bn"]["evaluated"] == "adv" and outs["clean"]["split_bn"]["evaluated"] == "clean"
+    assert outs[None]["split_bn"]["clean_acc"] == outs["clean"]["split_bn"]["clean_acc"]
+    assert outs["clean"]["clean_acc"] == pytest.approx(outs[None]["split_bn"]["clean_acc"]["clean"])
+    assert outs[None]["clean_acc"] == pytest.approx(outs[None]["split_bn"]["clean_acc"]["adv"])
+    assert outs[None]["clean_acc"] == pytest.approx(last["clean_acc"]) and \
+        outs["clean"]["clean_acc"] == pytest.approx(last["branches"]["clean"]["clean_acc"])
+    bad = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "r"), "--branch", "dirty",
+                          "--n", "8", "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--branch: got 'dirty'; this model's branches: clean, adv" in bad.stderr

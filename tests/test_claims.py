@@ -62,3 +62,32 @@ def test_study_report_states_its_claims(tmp_path):
     assert "Claim HOLDS: FGSM never collapses here: 2 of 2 runs" in report
     assert "Claim does not hold: FGSM reaches 200 % robust accuracy: 0 of 2 runs" in report
     assert any(line.startswith("claim HOLDS: FGSM never collapses here") for line in logs)
+
+
+def test_evidence_blocks_are_rewritten_from_the_runs():
+    from robustlab.report.evidence import read_csv, render_blocks, write_csv
+    rows = [{"study": "s", "trial": f"t{i}", "label": lab, "seed": i, "kernel_path": path, "status": "finished",
+             "collapse": verdict, "final_robust_acc": rob, "final_clean_acc": 0.98, "final_protocol": "PGD-50-1",
+             "test_pgd_acc": rob, "best_pgd": 0.6}
+            for i, (lab, path, verdict, rob) in enumerate([("FGSM", "AVX2", "co", 0.02), ("FGSM", "DEFAULT", "co", 0.04),
+                                                          ("FGSM", "DEFAULT", "none", 0.5)])]
+    rows = read_csv(write_csv(rows))            # through the file format, as render reads it
+    assert rows[2]["final_robust_acc"] == 0.5 and rows[0]["cpu"] is None
+    claims = parse_claims([{"says": "FGSM collapses", "group": "FGSM", "verdict": ["co"], "at_least": 0.5}])
+    doc = ("intro\n<!-- evidence:x:claims -->\nstale text\n<!-- /evidence:x:claims -->\n"
+           "<!-- evidence:x:groups -->\n<!-- /evidence:x:groups -->\nend\n")
+    out = render_blocks(doc, lambda name: (claims, rows))
+    assert "- **holds**: FGSM collapses: 2 of 3 runs (AVX2 1/1, DEFAULT 1/2)." in out and "stale" not in out
+    assert "| FGSM | DEFAULT | 2 | 1/2 | 0/2 | 1/2 | 0/2 | 27.0 (4.0–50.0) | 98.0 (98.0–98.0) | 60.0 (60.0–60.0) |" in out
+    assert out.startswith("intro\n") and out.endswith("end\n") and render_blocks(out, lambda n: (claims, rows)) == out
+
+
+def test_recorded_evidence_matches_readme_and_docs():
+    """README and docs show what their evidence files say (benchmarks/claims_evidence.py render)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "claims_evidence.py"), "check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

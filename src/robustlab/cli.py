@@ -88,7 +88,8 @@ def _cmd_demo(args) -> int:
     if args.list:
         print(list_demos())
         return 0
-    run_demo(args.out, seeds=args.seeds, workers=args.workers, name=args.name)
+    paths = [p.strip() for p in args.kernel_paths.split(",")] if args.kernel_paths else None
+    run_demo(args.out, seeds=args.seeds, workers=args.workers, name=args.name, kernel_paths=paths)
     return 0
 
 
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="data set whose test split is attacked (default: the run's own)")
     e.add_argument("--checkpoint", choices=["best", "last", "swa"], default="best",
                    help="which checkpoint of a run folder (swa: the averaged model of train.swa); RUN@E for kept epochs")
+    e.add_argument("--branch", default=None, help="split-BN models (ARAT): evaluate this branch (e.g. clean) instead of "
+                   "the deployed one; the result also gives every other branch's clean accuracy")
     e.add_argument("--attack", choices=list(EVAL_ATTACKS), default="pgd",
                    help="autoattack: the standard AutoAttack protocol by the reference code (extra 'autoattack'); "
                         "pgd+autoattack: AutoAttack on the points PGD left robust")
@@ -241,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", nargs="?", default="co", help="which demo (robustlab demo --list)")
     d.add_argument("--list", action="store_true", help="list the demos and exit")
     d.add_argument("--out", default=None, help="study folder (default runs/demo, runs/demo-NAME; rerun to resume)")
-    d.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the demo config's 2; 3 is the recorded evidence, ~12 min)")
+    d.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the demo config's)")
+    d.add_argument("--kernel-paths", default=None, help="comma-separated CPU kernel paths to run every seed on "
+                   "(train.kernel_path: machine, default, avx2); `make claims` runs the CO demo with --seeds 5 "
+                   "--kernel-paths default,avx2")
     d.add_argument("--workers", type=int, default=None, help="runs at a time (default 2)")
     d.set_defaults(func=_cmd_demo)
     return p

@@ -41,12 +41,19 @@ def list_demos() -> str:
 
 
 def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print, raw: dict | None = None,
-             workers: int | None = None, name: str = DEFAULT) -> Path:
+             workers: int | None = None, name: str = DEFAULT, kernel_paths: list[str] | None = None) -> Path:
+    """``seeds``: run seeds 0..seeds-1; ``kernel_paths``: run each on these CPU kernel paths (a study key,
+    ``train.kernel_path``): the demo's claims are then counted over seeds x paths."""
     raw = raw or demo_study_raw(name)
     if name in PIPELINES:
+        if kernel_paths:
+            raise ConfigError(f"--kernel-paths: the {name} demo is a pipeline of studies; set train.kernel_path in "
+                              "its study files instead")
         return run_transfer_demo(raw, Path(out or f"runs/demo-{name}"), seeds, workers, log)
     if seeds is not None:
         raw = {**raw, "grid": {**raw.get("grid", {}), "seed": list(range(seeds))}}
+    if kernel_paths:
+        raw = {**raw, "grid": {"train.kernel_path": list(kernel_paths), **raw.get("grid", {})}}
     study = expand_study(raw, source="demo" if name == DEFAULT else f"demo-{name}")
     out = out or ("runs/demo" if name == DEFAULT else f"runs/demo-{name}")
     summary = run_sweep(study, out, workers=workers, log=log)

@@ -38,6 +38,7 @@ from robustlab.core.context import BuildContext, EpochContext, StepContext
 from robustlab.core.distributed import DistContext
 from robustlab.core.io import read_json, read_jsonl, save_torch, write_json, write_jsonl, write_text
 from robustlab.core.kernel_paths import check_kernel_path
+from robustlab.models.split_bn import bn_branch, split_layers
 from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.diagnostics import DIAGNOSTICS, co_fires, robust_overfitting
@@ -533,8 +534,22 @@ class Trainer:
             row[f"{split}_clean_acc"] = res["clean"]
             for spec in specs:
                 row[f"{split}_{spec.name}_acc"] = res[spec.describe()]
+        if "test" in self.eval_sets and len(self.data.test):
+            x, y = self.eval_sets["test"]
+            for branch in self._aux_branches():     # split BN: the branches not deployed, beside the deployed one
+                with bn_branch(self.model, branch):
+                    res = self._evaluate(x, y, specs, self.autocast)
+                row[f"test_{branch}_branch_clean_acc"] = res["clean"]
+                for spec in specs:
+                    row[f"test_{branch}_branch_{spec.name}_acc"] = res[spec.describe()]
         row["eval_seconds"] = time.perf_counter() - t0
         return row
+
+    def _aux_branches(self) -> list[str]:
+        """The auxiliary (not deployed) branches of a split-BN model (robustlab.models.split_bn); [] otherwise.
+        Evaluation uses the deployed branch; these are measured beside it."""
+        layers = split_layers(self.model)
+        return [b for b in layers[0].branches if b != layers[0].deployed] if layers else []
 
     def _final_eval(self) -> dict:
         fe = self.cfg.final_eval
@@ -552,6 +567,11 @@ class Trainer:
                 self.model.load_state_dict(ckpt_io.load_checkpoint(path, self.device)["model"])
             res = self._evaluate(x, y, [spec])
             out[which] = {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"]}
+            for branch in self._aux_branches():
+                with bn_branch(self.model, branch):
+                    res = self._evaluate(x, y, [spec])
+                out[which].setdefault("branches", {})[branch] = {"clean_acc": res["clean"],
+                                                                  "robust_acc": res[spec.describe()]}
         if self.swa is not None and self.swa.snapshots > 0:    # the averaged, recalibrated model of the last epoch
             res = self._evaluate(x, y, [spec], model=self.swa.module)
             out["swa"] = {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"],

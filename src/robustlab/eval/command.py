@@ -63,7 +63,45 @@ def run_eval(args, log=lambda s: None) -> dict:
         dest = base / "eval" / f"{ckpt_path.stem}-{protocol_name(stages)}-{norm_v}-eps{eps_v:.5g}-n{len(y)}.json"
     if dest.is_dir():
         raise ConfigError(f"--out: {dest} is a folder; give a .json file path")
+    loaded, branches = select_branch(loaded, getattr(args, "branch", None))
+    if branches and branches["evaluated"] != branches["deployed"] and not args.out:
+        dest = dest.with_name(dest.stem + f"-{branches['evaluated']}-branch.json")
     res = evaluate_model(loaded, x, y, data=dataset, attack=attack, eps=eps, norm=args.norm,
                          sanity=getattr(args, "sanity", 0), batch_size=args.batch_size, precision=args.precision,
                          device=args.device, state_path=dest.with_suffix(".state.json"), log=log)
+    if branches:
+        branches["clean_acc"] = branch_clean_accuracy(branches.pop("model"), x, y, branches["all"], args.batch_size)
+        res["split_bn"] = branches
     return write_result(res, dest)
+
+
+def select_branch(loaded, branch: str | None):
+    """A split-BN model evaluated on ``branch`` (default: its deployed one), as a plain single-BN model with that
+    branch's statistics (robustlab.models.split_bn.to_single_bn: identical outputs); also what the result records
+    about the branches. A model without split BN is returned as is ({} recorded; --branch is an error)."""
+    import dataclasses
+
+    from robustlab.models.split_bn import split_layers, to_single_bn
+    layers = split_layers(loaded.model)
+    if not layers:
+        if branch:
+            raise ConfigError(f"--branch: got {branch!r}, but this model has no split BatchNorm")
+        return loaded, {}
+    names, deployed = layers[0].branches, layers[0].deployed
+    if branch is not None and branch not in names:
+        raise ConfigError(f"--branch: got {branch!r}; this model's branches: {', '.join(names)}")
+    chosen = branch or deployed
+    single = to_single_bn(loaded.model, chosen).eval()
+    return dataclasses.replace(loaded, model=single), {"evaluated": chosen, "deployed": deployed, "all": names,
+                                                       "model": loaded.model}
+
+
+def branch_clean_accuracy(model, x, y, names: list[str], batch_size: int) -> dict:
+    """Clean accuracy of every branch of a split-BN model on the evaluated points."""
+    from robustlab.attacks.accuracy import fraction, predict
+    from robustlab.models.split_bn import bn_branch
+    out = {}
+    for name in names:
+        with bn_branch(model, name):
+            out[name] = fraction(predict(model.eval(), x, batch_size) == y)
+    return out

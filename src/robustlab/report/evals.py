@@ -32,7 +32,18 @@ def sanity_summary(res: dict) -> str:
     return f"FLAGS: {', '.join(failed)}" if failed else f"all {len(flags)} passed"
 
 
+def branch_text(res: dict, fmt) -> str:
+    """Split-BN models: which branch was evaluated, and the other branches' clean accuracy beside it."""
+    b = res.get("split_bn")
+    if not b:
+        return ""
+    others = "; ".join(f"{name} branch clean {fmt(acc, 'pct')} %" for name, acc in (b.get("clean_acc") or {}).items()
+                       if name != b["evaluated"])
+    role = "deployed" if b["evaluated"] == b["deployed"] else f"auxiliary; deployed: {b['deployed']}"
+    return f" · {b['evaluated']} branch ({role})" + (f"; {others}" if others else "")
+
+
 def eval_rows(evals: list[dict], fmt) -> list[list[str]]:
-    return [[r["file"], f"{Path(str(r.get('checkpoint', '?'))).stem} ({r.get('epoch', '?')})", r["protocol"],
+    return [[r["file"], f"{Path(str(r.get('checkpoint', '?'))).stem} ({r.get('epoch', '?')}){branch_text(r, fmt)}", r["protocol"],
              r.get("threat_model", "?"), str(r.get("eps", "?")), str(r.get("n_examples", "?")),
              fmt(r.get("clean_acc"), "pct"), fmt(r.get("robust_acc"), "pct"), sanity_summary(r)] for r in evals]

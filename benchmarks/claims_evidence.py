@@ -1,0 +1,90 @@
+"""Recorded evidence for the claims of README and docs, and the text made from it (robustlab.report.evidence).
+
+    python benchmarks/claims_evidence.py record NAME STUDY_DIR [STUDY_DIR ...]  # docs/evidence/NAME.csv + .claims.yaml
+    python benchmarks/claims_evidence.py render     # rewrite the evidence blocks of README.md and docs/*.md
+    python benchmarks/claims_evidence.py check      # exit 1 when a block differs from what render would write
+    python benchmarks/claims_evidence.py report STUDY_DIR [...]   # which claims hold in these folders (nothing written)
+
+``record`` takes the claims from the first study's manifest (its ``claims:``); every study's runs go into one table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from robustlab.core.io import read_json, write_text  # noqa: E402
+from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims  # noqa: E402
+from robustlab.report.evidence import read_csv, render_blocks, study_evidence, write_csv  # noqa: E402
+
+EVIDENCE = ROOT / "docs" / "evidence"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def load(name: str, folder: Path = EVIDENCE):
+    rows = read_csv((folder / f"{name}.csv").read_text())
+    claims_file = folder / f"{name}.claims.yaml"
+    claims = parse_claims(yaml.safe_load(claims_file.read_text())) if claims_file.is_file() else []
+    return claims, rows
+
+
+def record(name: str, study_dirs: list[str]) -> None:
+    rows = [r for d in study_dirs for r in study_evidence(Path(d))]
+    claims = read_json(Path(study_dirs[0]) / "study.json").get("claims") or []
+    EVIDENCE.mkdir(parents=True, exist_ok=True)
+    write_text(EVIDENCE / f"{name}.csv", write_csv(rows))
+    write_text(EVIDENCE / f"{name}.claims.yaml", yaml.safe_dump(claims, sort_keys=False, allow_unicode=True))
+    print(f"{EVIDENCE / name}.csv: {len(rows)} runs")
+    for line in claim_lines(evaluate_claims(parse_claims(claims), rows)):
+        print(line)
+
+
+def render(check: bool) -> int:
+    stale = []
+    for doc in DOCUMENTS:
+        text = doc.read_text()
+        new = render_blocks(text, load)
+        if new != text:
+            stale.append(doc)
+            if not check:
+                write_text(doc, new)
+    for doc in stale:
+        print(f"{doc.relative_to(ROOT)}: {'differs from its evidence' if check else 'rewritten'}")
+    return 1 if (check and stale) else 0
+
+
+def report(study_dirs: list[str]) -> int:
+    rows = [r for d in study_dirs for r in study_evidence(Path(d))]
+    claims = parse_claims(read_json(Path(study_dirs[0]) / "study.json").get("claims") or [])
+    results = evaluate_claims(claims, rows)
+    for line in claim_lines(results):
+        print(line)
+    return 0 if all(r["holds"] for r in results) else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("name")
+    r.add_argument("studies", nargs="+")
+    sub.add_parser("render")
+    sub.add_parser("check")
+    rep = sub.add_parser("report")
+    rep.add_argument("studies", nargs="+")
+    args = p.parse_args(argv)
+    if args.cmd == "record":
+        record(args.name, args.studies)
+        return 0
+    if args.cmd == "report":
+        return report(args.studies)
+    return render(check=args.cmd == "check")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

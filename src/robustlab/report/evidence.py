@@ -1,0 +1,123 @@
+"""Evidence files: the table of runs behind a claim (one row per run: seed, CPU kernel path, machine, verdict and
+figures), and the Markdown that README and docs show from it, so that their text cannot drift from the measurements.
+
+``benchmarks/claims_evidence.py record NAME STUDY_DIR...`` writes ``docs/evidence/NAME.csv`` (the runs) and
+``NAME.claims.yaml`` (the claims of the study, robustlab.report.claims); ``render`` rewrites every block
+``<!-- evidence:NAME:KIND -->`` ... ``<!-- /evidence:NAME:KIND -->`` in README.md and docs/*.md from those files,
+``check`` fails when one differs (a test runs it). KIND: ``claims`` (one line per claim with its counts), ``groups``
+(per group and kernel path: runs, collapse verdicts, final figures), ``runs`` (every run).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import statistics
+from pathlib import Path
+
+from robustlab.report.claims import Claim, count_text, evaluate_claims
+
+COLUMNS = ["study", "trial", "label", "seed", "kernel_path", "cpu", "status", "collapse", "collapse_epoch",
+           "peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
+           "final_protocol", "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "robustlab_commit"]
+NUMERIC = {"seed", "collapse_epoch", "peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd",
+           "best_pgd_epoch", "final_clean_acc", "final_robust_acc", "final_best_robust_acc"}
+
+
+def study_evidence(study_dir: Path) -> list[dict]:
+    """The evidence rows of one study folder (every trial; those that have not ended keep their status)."""
+    from robustlab.core.io import read_json
+    from robustlab.core.layout import load_manifest, trial_dir
+    from robustlab.report.table import study_rows
+
+    manifest = load_manifest(study_dir)
+    configs = {t["name"]: t["config"] for t in manifest["trials"]}
+    out = []
+    for r in study_rows(study_dir)[1]:
+        env_file = trial_dir(study_dir, r["trial"]) / "env.json"
+        env = read_json(env_file) if env_file.is_file() else {}
+        row = {c: r.get(c) for c in COLUMNS}
+        row.update(study=manifest["name"], seed=configs[r["trial"]]["seed"], label=r.get("label") or r["trial"],
+                   robustlab_commit=env.get("git_commit"))
+        out.append(row)
+    return out
+
+
+def write_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else r[c]) for c in COLUMNS})
+    return buf.getvalue()
+
+
+def read_csv(text: str) -> list[dict]:
+    rows = []
+    for r in csv.DictReader(io.StringIO(text)):
+        rows.append({k: (None if v == "" else float(v) if k in NUMERIC else v) for k, v in r.items()})
+    return rows
+
+
+def _pct(values) -> str:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return "–"
+    mean = statistics.fmean(vals)
+    return f"{100 * mean:.1f} ({100 * min(vals):.1f}–{100 * max(vals):.1f})" if len(vals) > 1 else f"{100 * mean:.1f}"
+
+
+def claims_markdown(claims: list[Claim], rows: list[dict]) -> str:
+    lines = []
+    for r in evaluate_claims(claims, rows):
+        lines.append(f"- **{'holds' if r['holds'] else 'does not hold'}**: {r['claim'].says}: {count_text(r)}.")
+    return "\n".join(lines)
+
+
+def groups_markdown(rows: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] in ("finished", "diverged"):
+            groups.setdefault((r["label"], r["kernel_path"] or "?"), []).append(r)
+    protocol = next((r["final_protocol"] for r in rows if r.get("final_protocol")), "final evaluation")
+    lines = [f"| group | kernel path | runs | CO | training failure | no collapse | diverged | {protocol} robust, last (%) | "
+             "clean, last (%) | best per-epoch PGD (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    order = list(dict.fromkeys(r["label"] for r in rows))
+    for (label, path), g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        n = len(g)
+        count = {v: sum(r["collapse"] == v for r in g) for v in ("co", "failure", "none")}
+        lines.append(f"| {label} | {path} | {n} | {count['co']}/{n} | {count['failure']}/{n} | {count['none']}/{n} | "
+                     f"{sum(r['status'] == 'diverged' for r in g)}/{n} | {_pct(r['final_robust_acc'] for r in g)} | "
+                     f"{_pct(r['final_clean_acc'] for r in g)} | {_pct(r['best_pgd'] for r in g)} |")
+    return "\n".join(lines)
+
+
+def runs_markdown(rows: list[dict]) -> str:
+    lines = ["| group | seed | kernel path | status | verdict (epoch) | peak clean | last clean | last PGD | last FGSM | "
+             "best PGD (epoch) | final robust | final clean |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v):
+        return "–" if v is None else f"{v:.3f}"
+    for r in rows:
+        ep = f" ({int(r['collapse_epoch'])})" if r.get("collapse_epoch") is not None else ""
+        best_ep = f" ({int(r['best_pgd_epoch'])})" if r.get("best_pgd_epoch") is not None else ""
+        lines.append(f"| {r['label']} | {int(r['seed'])} | {r['kernel_path']} | {r['status']} | {r['collapse']}{ep} | "
+                     f"{f(r['peak_clean_acc'])} | {f(r['test_clean_acc'])} | {f(r['test_pgd_acc'])} | {f(r['test_fgsm_acc'])} | "
+                     f"{f(r['best_pgd'])}{best_ep} | {f(r['final_robust_acc'])} | {f(r['final_clean_acc'])} |")
+    return "\n".join(lines)
+
+
+BLOCK = re.compile(r"(<!-- evidence:(?P<name>[\w.-]+):(?P<kind>claims|groups|runs) -->\n)(?P<body>.*?)"
+                   r"(<!-- /evidence:(?P=name):(?P=kind) -->)", re.S)
+
+
+def render_blocks(text: str, load) -> str:
+    """``text`` with every evidence block rewritten; ``load(name)`` gives ``(claims, rows)`` of evidence NAME."""
+    def body(m):
+        claims, rows = load(m["name"])
+        kind = m["kind"]
+        md = claims_markdown(claims, rows) if kind == "claims" else groups_markdown(rows) if kind == "groups" else \
+            runs_markdown(rows)
+        return f"{m.group(1)}{md}\n{m.group(5)}"
+    return BLOCK.sub(body, text)
