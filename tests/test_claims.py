@@ -91,3 +91,14 @@ def test_recorded_evidence_matches_readme_and_docs():
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / "claims_evidence.py"), "check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_map_block_counts_each_cell_over_seeds_and_paths():
+    from robustlab.report.evidence import map_markdown
+    rows = [{"label": "FGSM", "setting": f"method.eps={eps} data.inject.beta={beta}", "status": "finished",
+             "collapse": verdict, "final_robust_acc": rob}
+            for eps, beta, verdict, rob in [(0.2, 0.1, "co", 0.0), (0.2, 0.1, "failure", 0.1), (0.2, 0.1, "none", 0.5),
+                                            (0.15, 0.1, "none", 0.8), (0.2, 0.0, "co", 0.2)]]
+    md = map_markdown(rows)
+    assert "| beta \\ eps | 0.15 | 0.2 |" in md
+    assert "| 0.1 | 0/1 · 0/1 · 80 | 1/3 · 1/3 · 20 |" in md and "| 0 | – | 1/1 · 0/1 · 20 |" in md

@@ -44,3 +44,29 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         last["rng_ranks"][1]["generators"]["attack"]).any()          # every rank's own attack generator is kept
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["status"] == "finished" and res["final_eval"]["n_examples"] == 100
+
+
+def test_ddp_arat_two_forwards_per_step(tmp_path):
+    """ARAT under DDP: a clean-branch and an adversarial-branch forward through the same DDP module before one
+    backward (split BN, predictor heads owned by the method). Both branches' statistics and the heads train."""
+    import torch
+    cfg = {"seed": 0, "data": {"name": "synthetic", "val_size": 64, "batch_size": 32, "train_size": 128},
+           "model": {"name": "vgg", "depth": 11, "width": 0.0625, "norm_layer": {"name": "split_batchnorm"}},
+           "method": {"name": "arat", "eps": 0.1, "steps": 2, "layers": ["1.features.23", "1.features.26"], "weight": 30.0},
+           "optim": {"lr": 0.05, "schedule": "constant"}, "train": {"epochs": 1, "progress": "none", "threads": 1},
+           "monitor": {"eval_points": 64, "attack_steps": 2, "diagnostics": []}, "final_eval": {"points": 0}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+                          "-m", "robustlab", "train", str(path), "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-3000:]
+    from robustlab.core.checkpoint import load_checkpoint
+    last = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    model = last["model"]
+    for branch in ("clean", "adv"):
+        means = [v for k, v in model.items() if k.endswith(f".{branch}.running_mean")]
+        assert means and all(torch.isfinite(m).all() and m.abs().sum() > 0 for m in means), branch
+    heads = last["components"]["method"]["modules"]["predictors"]
+    assert heads and all(torch.isfinite(v).all() for v in heads.values())
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2

@@ -5,7 +5,8 @@ figures), and the Markdown that README and docs show from it, so that their text
 ``NAME.claims.yaml`` (the claims of the study, robustlab.report.claims); ``render`` rewrites every block
 ``<!-- evidence:NAME:KIND -->`` ... ``<!-- /evidence:NAME:KIND -->`` in README.md and docs/*.md from those files,
 ``check`` fails when one differs (a test runs it). KIND: ``claims`` (one line per claim with its counts), ``groups``
-(per group and kernel path: runs, collapse verdicts, final figures), ``runs`` (every run).
+(per group and kernel path: runs, collapse verdicts, final figures), ``runs`` (every run), ``map`` (per group, a
+table over the two swept keys of the setting, e.g. the CO map's beta x eps).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from robustlab.report.claims import Claim, count_text, evaluate_claims
 
-COLUMNS = ["study", "trial", "label", "seed", "kernel_path", "cpu", "status", "collapse", "collapse_epoch",
+COLUMNS = ["study", "trial", "label", "setting", "seed", "kernel_path", "cpu", "status", "collapse", "collapse_epoch",
            "peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
            "final_protocol", "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "robustlab_commit"]
 NUMERIC = {"seed", "collapse_epoch", "peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd",
@@ -32,16 +33,21 @@ def study_evidence(study_dir: Path) -> list[dict]:
     from robustlab.report.table import study_rows
 
     manifest = load_manifest(study_dir)
-    configs = {t["name"]: t["config"] for t in manifest["trials"]}
+    trials = {t["name"]: t for t in manifest["trials"]}
     out = []
     for r in study_rows(study_dir)[1]:
         env_file = trial_dir(study_dir, r["trial"]) / "env.json"
         env = read_json(env_file) if env_file.is_file() else {}
         row = {c: r.get(c) for c in COLUMNS}
-        row.update(study=manifest["name"], seed=configs[r["trial"]]["seed"], label=r.get("label") or r["trial"],
-                   robustlab_commit=env.get("git_commit"))
+        over = trials[r["trial"]]["overrides"]
+        setting = " ".join(f"{k}={v}" for k, v in over.items() if k not in NOT_SETTING and not k.startswith("method.name"))
+        row.update(study=manifest["name"], seed=trials[r["trial"]]["config"]["seed"], label=r.get("label") or r["trial"],
+                   setting=setting, robustlab_commit=env.get("git_commit"))
         out.append(row)
     return out
+
+
+NOT_SETTING = {"label", "seed", "train.kernel_path"}
 
 
 def write_csv(rows: list[dict]) -> str:
@@ -79,11 +85,12 @@ def groups_markdown(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] in ("finished", "diverged"):
-            groups.setdefault((r["label"], r["kernel_path"] or "?"), []).append(r)
+            groups.setdefault((r["label"] + (f" ({r['setting']})" if r.get("setting") else ""), r["kernel_path"] or "?"),
+                              []).append(r)
     protocol = next((r["final_protocol"] for r in rows if r.get("final_protocol")), "final evaluation")
     lines = [f"| group | kernel path | runs | CO | training failure | no collapse | diverged | {protocol} robust, last (%) | "
              "clean, last (%) | best per-epoch PGD (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    order = list(dict.fromkeys(r["label"] for r in rows))
+    order = list(dict.fromkeys(k[0] for k in groups))
     for (label, path), g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         n = len(g)
         count = {v: sum(r["collapse"] == v for r in g) for v in ("co", "failure", "none")}
@@ -102,13 +109,48 @@ def runs_markdown(rows: list[dict]) -> str:
     for r in rows:
         ep = f" ({int(r['collapse_epoch'])})" if r.get("collapse_epoch") is not None else ""
         best_ep = f" ({int(r['best_pgd_epoch'])})" if r.get("best_pgd_epoch") is not None else ""
-        lines.append(f"| {r['label']} | {int(r['seed'])} | {r['kernel_path']} | {r['status']} | {r['collapse']}{ep} | "
+        label = r["label"] + (f" ({r['setting']})" if r.get("setting") else "")
+        lines.append(f"| {label} | {int(r['seed'])} | {r['kernel_path']} | {r['status']} | {r['collapse']}{ep} | "
                      f"{f(r['peak_clean_acc'])} | {f(r['test_clean_acc'])} | {f(r['test_pgd_acc'])} | {f(r['test_fgsm_acc'])} | "
                      f"{f(r['best_pgd'])}{best_ep} | {f(r['final_robust_acc'])} | {f(r['final_clean_acc'])} |")
     return "\n".join(lines)
 
 
-BLOCK = re.compile(r"(<!-- evidence:(?P<name>[\w.-]+):(?P<kind>claims|groups|runs) -->\n)(?P<body>.*?)"
+def map_markdown(rows: list[dict]) -> str:
+    """Per group, a table over the two keys of the setting (e.g. beta down, eps across): in each cell the runs in CO
+    and in training failure (k/n over seeds and kernel paths) and the mean final robust accuracy."""
+    blocks = []
+    ended = [r for r in rows if r["status"] in ("finished", "diverged")]
+    for label in dict.fromkeys(r["label"] for r in ended):
+        cells: dict[tuple, list[dict]] = {}
+        for r in (r for r in ended if r["label"] == label):
+            kv = dict(p.split("=", 1) for p in (r.get("setting") or "").split())
+            if len(kv) != 2:
+                continue
+            (kx, x), (ky, y) = sorted(kv.items())          # e.g. data.inject.beta (rows), method.eps (columns)
+            cells.setdefault((float(x), float(y)), []).append(r)
+        if not cells:
+            continue
+        xs, ys = sorted({c[0] for c in cells}), sorted({c[1] for c in cells})
+        lines = [f"**{label}** (cells: CO k/n · training failure k/n · mean final robust %)", "",
+                 f"| {kx.split('.')[-1]} \\ {ky.split('.')[-1]} | " + " | ".join(f"{y:g}" for y in ys) + " |",
+                 "|---|" + "---|" * len(ys)]
+        for x in xs:
+            parts = []
+            for y in ys:
+                g = cells.get((x, y), [])
+                if not g:
+                    parts.append("–")
+                    continue
+                co, fail = sum(r["collapse"] == "co" for r in g), sum(r["collapse"] == "failure" for r in g)
+                rob = [r["final_robust_acc"] for r in g if r["final_robust_acc"] is not None]
+                parts.append(f"{co}/{len(g)} · {fail}/{len(g)} · " + (f"{100 * statistics.fmean(rob):.0f}" if rob else "–"))
+            lines.append(f"| {x:g} | " + " | ".join(parts) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+BLOCK = re.compile(r"(<!-- evidence:(?P<name>[\w.-]+):(?P<kind>claims|groups|runs|map) -->\n)(?P<body>.*?)"
                    r"(<!-- /evidence:(?P=name):(?P=kind) -->)", re.S)
 
 
@@ -117,7 +159,7 @@ def render_blocks(text: str, load) -> str:
     def body(m):
         claims, rows = load(m["name"])
         kind = m["kind"]
-        md = claims_markdown(claims, rows) if kind == "claims" else groups_markdown(rows) if kind == "groups" else \
-            runs_markdown(rows)
+        md = {"claims": lambda: claims_markdown(claims, rows), "groups": lambda: groups_markdown(rows),
+              "runs": lambda: runs_markdown(rows), "map": lambda: map_markdown(rows)}[kind]()
         return f"{m.group(1)}{md}\n{m.group(5)}"
     return BLOCK.sub(body, text)
