@@ -7,7 +7,7 @@ BIN      := $(VENV)/bin
 TORCH    ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench setup clean browser
+.PHONY: demo test bench setup clean browser claims
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo "chromium not installed: the headless-browser report test will be skipped"
+
+# The CO claims of README and docs, re-run: the CO demo over 5 seeds x 2 CPU kernel paths (60 runs, ~25 min on 2 cores),
+# then which claims hold (exit status 1 if one does not). To record the result as the evidence docs/ and README show:
+#   python benchmarks/claims_evidence.py record co_demo runs/claims/co && python benchmarks/claims_evidence.py render
+claims: setup
+	$(BIN)/robustlab demo co --seeds 5 --kernel-paths default,avx2 --out runs/claims/co
+	$(BIN)/python benchmarks/claims_evidence.py report runs/claims/co
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train_throughput.py

@@ -68,12 +68,25 @@ def test_collapse_verdict():
 
 def test_embedded_demo_config_is_valid():
     study = expand_study(demo_study_raw())
-    assert len(study.trials) == 12
+    assert len(study.trials) == 18
     assert {t.config["method"]["name"] for t in study.trials} == {"fgsm", "n_fgsm", "pgd"}
     regs = {r["name"]: r["weight"] for t in study.trials for r in t.config["method"]["regularizers"]}
-    assert regs == {"gradalign": 0.3, "elle": 300.0, "elle_a": 300.0}     # the weights searched at this scale
-    assert {t.config["seed"] for t in study.trials} == {0, 1}
-    assert all(t.config["data"]["inject"]["beta"] == 0.10 for t in study.trials)
+    assert regs == {"gradalign": 1.0, "elle": 1000.0, "elle_a": 300.0}     # the search's best weights at eps 0.3
+    assert {t.config["seed"] for t in study.trials} == {0, 1, 2}
+    assert all(t.config["data"]["inject"]["kind"] == "none" and t.config["method"]["eps"] == 0.3 for t in study.trials)
+    assert {c["group"] for c in study.claims} == {"FGSM-AT", "PGD-5-AT", "N-FGSM-AT", "FGSM+GradAlign", "FGSM+ELLE",
+                                                  "FGSM+ELLE-A"}
+
+
+def test_demo_on_two_kernel_paths_makes_the_path_a_study_key(tmp_path, monkeypatch):
+    import robustlab.demo as demo
+    seen = {}
+    monkeypatch.setattr(demo, "run_sweep", lambda study, out, workers=None, log=None: seen.update(study=study) or
+                        {"report": str(tmp_path / "report" / "report.html")})
+    demo.run_demo(tmp_path / "d", seeds=2, kernel_paths=["default", "avx2"], log=lambda s: None)
+    trials = seen["study"].trials
+    assert len(trials) == 6 * 2 * 2 and "train.kernel_path" in seen["study"].keys
+    assert {t.config["train"]["kernel_path"] for t in trials} == {"default", "avx2"}
 
 
 def test_small_demo_end_to_end(tmp_path):

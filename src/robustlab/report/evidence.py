@@ -81,12 +81,20 @@ def claims_markdown(claims: list[Claim], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _namer(rows: list[dict]):
+    """A run's group name: its label, plus its setting where one label covers several settings (e.g. a grid)."""
+    settings: dict[str, set] = {}
+    for r in rows:
+        settings.setdefault(r["label"], set()).add(r.get("setting") or "")
+    return lambda r: r["label"] + (f" ({r['setting']})" if len(settings[r["label"]]) > 1 and r.get("setting") else "")
+
+
 def groups_markdown(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
+    name = _namer(rows)
     for r in rows:
         if r["status"] in ("finished", "diverged"):
-            groups.setdefault((r["label"] + (f" ({r['setting']})" if r.get("setting") else ""), r["kernel_path"] or "?"),
-                              []).append(r)
+            groups.setdefault((name(r), r["kernel_path"] or "?"), []).append(r)
     protocol = next((r["final_protocol"] for r in rows if r.get("final_protocol")), "final evaluation")
     lines = [f"| group | kernel path | runs | CO | training failure | no collapse | diverged | {protocol} robust, last (%) | "
              "clean, last (%) | best per-epoch PGD (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -106,11 +114,11 @@ def runs_markdown(rows: list[dict]) -> str:
 
     def f(v):
         return "–" if v is None else f"{v:.3f}"
+    name = _namer(rows)
     for r in rows:
         ep = f" ({int(r['collapse_epoch'])})" if r.get("collapse_epoch") is not None else ""
         best_ep = f" ({int(r['best_pgd_epoch'])})" if r.get("best_pgd_epoch") is not None else ""
-        label = r["label"] + (f" ({r['setting']})" if r.get("setting") else "")
-        lines.append(f"| {label} | {int(r['seed'])} | {r['kernel_path']} | {r['status']} | {r['collapse']}{ep} | "
+        lines.append(f"| {name(r)} | {int(r['seed'])} | {r['kernel_path']} | {r['status']} | {r['collapse']}{ep} | "
                      f"{f(r['peak_clean_acc'])} | {f(r['test_clean_acc'])} | {f(r['test_pgd_acc'])} | {f(r['test_fgsm_acc'])} | "
                      f"{f(r['best_pgd'])}{best_ep} | {f(r['final_robust_acc'])} | {f(r['final_clean_acc'])} |")
     return "\n".join(lines)
