@@ -102,3 +102,16 @@ def test_map_block_counts_each_cell_over_seeds_and_paths():
     md = map_markdown(rows)
     assert "| beta \\ eps | 0.15 | 0.2 |" in md
     assert "| 0.1 | 0/1 · 0/1 · 80 | 1/3 · 1/3 · 20 |" in md and "| 0 | – | 1/1 · 0/1 · 20 |" in md
+
+
+def test_a_run_must_meet_every_bound():
+    (claim,) = parse_claims([{"says": "FGSM-AT ends robust to FGSM, not to PGD", "group": "F", "metric": "final_robust_acc",
+                              "max": 0.1, "bounds": [{"metric": "test_fgsm_acc", "min": 0.7}], "at_least": 0.5}])
+    rows = [{"label": "F", "status": "finished", "kernel_path": "AVX2", "final_robust_acc": 0.0, "test_fgsm_acc": 0.9},
+            {"label": "F", "status": "finished", "kernel_path": "AVX2", "final_robust_acc": 0.0, "test_fgsm_acc": 0.5},
+            {"label": "F", "status": "finished", "kernel_path": "AVX2", "final_robust_acc": 0.3, "test_fgsm_acc": 0.9}]
+    r = evaluate_claims([claim], rows)[0]
+    assert (r["met"], r["runs"], r["holds"]) == (1, 3, False)
+    assert claim.rule() == "final_robust_acc <= 0.1, test_fgsm_acc >= 0.7; in >= 50% of the runs on every kernel path"
+    with pytest.raises(ConfigError, match=r"study.claims\[0\].bounds\[0\]: a bound needs a metric and min or max"):
+        parse_claims([{"says": "x", "group": "F", "bounds": [{"metric": "final_robust_acc"}]}])

@@ -14,6 +14,7 @@ must meet and the fraction of runs that must meet it **on every kernel path** th
         verdict: [none]
         metric: final_robust_acc  # a column of the study table (table.csv)
         min: 0.5
+        bounds: [{metric: final_clean_acc, min: 0.9}]   # more bounds the same run must meet
 
 Runs count when they ended (finished or diverged); a diverged run meets a claim only through its verdict.
 :func:`evaluate_claims` gives, per claim, the count over all runs and per kernel path, and whether it holds; the
@@ -34,6 +35,27 @@ ENDED = ("finished", "diverged")
 
 
 @dataclass
+class Bound:
+    metric: str = spec("", doc="a column of the study table (table.csv)")
+    min: typing.Optional[float] = spec(None)
+    max: typing.Optional[float] = spec(None)
+
+    def check(self, key: str) -> None:
+        if not self.metric or (self.min is None and self.max is None):
+            raise ConfigError(f"{key.rstrip('.')}: a bound needs a metric and min or max")
+
+    def met_by(self, row: dict) -> bool:
+        value = row.get(self.metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        return not ((self.min is not None and value < self.min) or (self.max is not None and value > self.max))
+
+    def text(self) -> str:
+        parts = [f">= {self.min:g}" if self.min is not None else "", f"<= {self.max:g}" if self.max is not None else ""]
+        return f"{self.metric} " + " and ".join(p for p in parts if p)
+
+
+@dataclass
 class Claim:
     says: str = spec("", doc="the statement, as README or docs would make it")
     group: str = spec("", doc="the label of the trials it is about")
@@ -41,11 +63,13 @@ class Claim:
     metric: typing.Optional[str] = spec(None, doc="a column of the study table that must lie in [min, max]")
     min: typing.Optional[float] = spec(None)
     max: typing.Optional[float] = spec(None)
+    bounds: list[Bound] = spec(default_factory=list, doc="more metric bounds the same run must meet: [{metric, min, max}]")
     at_least: float = spec(0.8, lo=0.0, hi=1.0, doc="fraction of the runs on each kernel path that must meet it")
 
     def check(self, key: str) -> None:
+        where = key.rstrip(".")
         if not self.says or not self.group:
-            raise ConfigError(f"{key}: says and group are required")
+            raise ConfigError(f"{where}: says and group are required")
         bad = [v for v in self.verdict if v not in VERDICTS]
         if bad:
             raise ConfigError(f"{key}verdict: got {bad[0]!r}; allowed: {', '.join(VERDICTS)}")
@@ -53,27 +77,23 @@ class Claim:
             raise ConfigError(f"{key}metric: min/max given without a metric")
         if self.metric is not None and self.min is None and self.max is None:
             raise ConfigError(f"{key}metric: {self.metric!r} needs min or max")
-        if not self.verdict and self.metric is None:
-            raise ConfigError(f"{key}: give a verdict or a metric (a claim every run meets says nothing)")
+        if not self.verdict and self.metric is None and not self.bounds:
+            raise ConfigError(f"{where}: give a verdict or a metric (a claim every run meets says nothing)")
+
+    def all_bounds(self) -> list[Bound]:
+        head = [Bound(self.metric, self.min, self.max)] if self.metric is not None else []
+        return head + list(self.bounds)
 
     def met_by(self, row: dict) -> bool:
         if self.verdict and row.get("collapse") not in self.verdict:
             return False
-        if self.metric is not None:
-            value = row.get(self.metric)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                return False
-            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-                return False
-        return True
+        return all(b.met_by(row) for b in self.all_bounds())
 
     def rule(self) -> str:
         parts = []
         if self.verdict:
             parts.append("verdict " + " or ".join(self.verdict))
-        if self.metric is not None:
-            bounds = [f">= {self.min:g}" if self.min is not None else "", f"<= {self.max:g}" if self.max is not None else ""]
-            parts.append(f"{self.metric} " + " and ".join(b for b in bounds if b))
+        parts += [b.text() for b in self.all_bounds()]
         return f"{', '.join(parts)}; in >= {self.at_least:.0%} of the runs on every kernel path"
 
 

@@ -163,9 +163,13 @@ BLOCK = re.compile(r"(<!-- evidence:(?P<name>[\w.-]+):(?P<kind>claims|groups|run
 
 
 def render_blocks(text: str, load) -> str:
-    """``text`` with every evidence block rewritten; ``load(name)`` gives ``(claims, rows)`` of evidence NAME."""
+    """``text`` with every evidence block rewritten; ``load(name)`` gives ``(claims, rows)`` of evidence NAME, or
+    None to leave that block as it is."""
     def body(m):
-        claims, rows = load(m["name"])
+        loaded = load(m["name"])
+        if loaded is None:
+            return m.group(0)
+        claims, rows = loaded
         kind = m["kind"]
         md = {"claims": lambda: claims_markdown(claims, rows), "groups": lambda: groups_markdown(rows),
               "runs": lambda: runs_markdown(rows), "map": lambda: map_markdown(rows)}[kind]()
