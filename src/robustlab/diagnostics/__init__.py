@@ -1,10 +1,11 @@
 """Training diagnostics: catastrophic-overfitting detection (rules on metric curves) and registered
 per-epoch measurements of the model (:data:`DIAGNOSTICS`: ``linearity``)."""
 from robustlab.diagnostics.base import DIAGNOSTICS, Diagnostic, DiagnosticConfig
-from robustlab.diagnostics.catastrophic import collapse_verdict, co_fires, co_onset, co_onset_in_metrics
+from robustlab.diagnostics.catastrophic import (co_fires, co_onset, co_onset_in_metrics, collapse_verdict,
+                                                collapse_verdict_in_metrics)
 from robustlab.diagnostics.linearity import Linearity, linearity_diagnostics
 from robustlab.diagnostics.overfitting import robust_overfitting
 from robustlab.diagnostics.sharpness import Sharpness, hutchinson_trace, sharpness, top_eigenvalue
 
-__all__ = ["DIAGNOSTICS", "Diagnostic", "DiagnosticConfig", "Linearity", "collapse_verdict", "co_fires", "co_onset", "co_onset_in_metrics",
-           "linearity_diagnostics", "robust_overfitting", "Sharpness", "hutchinson_trace", "sharpness", "top_eigenvalue"]
+__all__ = ["DIAGNOSTICS", "Diagnostic", "DiagnosticConfig", "Linearity", "collapse_verdict", "collapse_verdict_in_metrics",
+           "co_fires", "co_onset", "co_onset_in_metrics", "linearity_diagnostics", "robust_overfitting", "Sharpness", "hutchinson_trace", "sharpness", "top_eigenvalue"]

@@ -63,6 +63,11 @@ def co_onset_in_metrics(metrics: list[dict], prefix: str = "test") -> int | None
     return co_onset([m.get(f"{prefix}_pgd_acc") for m in metrics], [m.get(f"{prefix}_clean_acc") for m in metrics])
 
 
+def collapse_verdict_in_metrics(metrics: list[dict], prefix: str = "test") -> tuple[str, int | None]:
+    """:func:`collapse_verdict` of a run from its metrics.jsonl rows (``{prefix}_pgd_acc``, ``{prefix}_clean_acc``)."""
+    return collapse_verdict([m.get(f"{prefix}_pgd_acc") for m in metrics], [m.get(f"{prefix}_clean_acc") for m in metrics])
+
+
 def co_fires(curve: list[float], clean_curve: list[float] | None = None, drop: float = DROP,
              min_peak: float = MIN_PEAK, keep: float = KEEP) -> bool:
     """Live CO rule, checked after each epoch: the newest PGD accuracy is below ``drop`` times the best

@@ -15,6 +15,7 @@ import yaml
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, read_jsonl, write_text
+from robustlab.diagnostics import collapse_verdict_in_metrics
 from robustlab.report.evals import EVAL_HEADER, eval_rows, run_evaluations, sanity_summary
 from robustlab.report.format import INT, PCT, SECONDS, fmt, html_page, html_table, kind_of, md_table, spread
 
@@ -69,13 +70,6 @@ def final_text(fe: dict) -> str:
     return f"{fe.get('protocol', 'final evaluation')}, eps {attack.get('eps', 0):.4g}, first {fe.get('n_examples', '?')} test points"
 
 
-def co_verdict(metrics: list[dict]) -> tuple[str, int | None]:
-    """('co', onset) when robust accuracy collapsed while clean accuracy held; ('failure', epoch) when both fell
-    (a training failure, not CO); ('none', None) otherwise (robustlab.diagnostics.collapse_verdict on the test curves)."""
-    from robustlab.diagnostics.catastrophic import collapse_verdict
-    return collapse_verdict([m.get("test_pgd_acc") for m in metrics], [m.get("test_clean_acc") for m in metrics])
-
-
 def _legend_below(fig, axes, ncol: int = 4) -> None:
     """One legend under the panels (never over the curves), from the first axes that has labelled lines."""
     for ax in axes:
@@ -91,7 +85,7 @@ def _legend_below(fig, axes, ncol: int = 4) -> None:
 def _mark_onsets(ax, runs: list[RunRecord], color, label_prefix: str = "") -> None:
     """Each run's CO onset as a dotted line, labelled with its seed (or 'failure' onsets dashed)."""
     for r in runs:
-        verdict, epoch = co_verdict(r.metrics)
+        verdict, epoch = collapse_verdict_in_metrics(r.metrics)
         if epoch is None:
             continue
         ax.axvline(epoch, color=color, ls=":" if verdict == "co" else "--", lw=1)
@@ -141,7 +135,7 @@ def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
     if not run.metrics:
         lines.append("No epoch has been recorded yet: there are no curves to draw.")
         return lines
-    verdict, epoch = co_verdict(run.metrics)
+    verdict, epoch = collapse_verdict_in_metrics(run.metrics)
     if verdict == "co":
         lines.append(f"Catastrophic overfitting at epoch {epoch}: test PGD accuracy collapsed and stayed down while "
                      "clean accuracy held.")
@@ -318,7 +312,7 @@ def group_findings(runs: dict[str, list[RunRecord]]) -> list[str]:
     """One sentence per group with counts over its runs: CO, training failures, final robust and clean accuracy."""
     lines = []
     for name, group in runs.items():
-        verdicts = [co_verdict(r.metrics) for r in group]
+        verdicts = [collapse_verdict_in_metrics(r.metrics) for r in group]
         co = [e for v, e in verdicts if v == "co"]
         fail = [e for v, e in verdicts if v == "failure"]
         finished = sum(r.results.get("status") == "finished" for r in group)
@@ -378,7 +372,7 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
                          spread([r.metrics[-1].get("test_pgd_acc") for r in g]),
                          spread([r.metrics[-1].get("test_fgsm_acc") for r in g]),
                          spread([_best_pgd(r) for r in g]), spread([_gap(r) for r in g]),
-                         f"{sum(co_verdict(r.metrics)[0] == 'co' for r in g)}/{len(g)}"] for name, g in runs.items()]))
+                         f"{sum(collapse_verdict_in_metrics(r.metrics)[0] == 'co' for r in g)}/{len(g)}"] for name, g in runs.items()]))
         fes = {name: [r.results.get("final_eval") or {} for r in g] for name, g in runs.items()}
         rows = [[name, str(sum(bool(fe.get("last")) for fe in f)),
                  spread([fe["last"].get("clean_acc") for fe in f if fe.get("last")]),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from robustlab.core.io import read_json, read_jsonl, write_text
 from robustlab.core.layout import load_manifest, trial_dir
-from robustlab.diagnostics import robust_overfitting
+from robustlab.diagnostics import collapse_verdict_in_metrics, robust_overfitting
 
 METRIC_COLUMNS = ["test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "val_clean_acc", "val_pgd_acc",
                   "trainset_clean_acc", "trainset_pgd_acc"]
@@ -54,8 +54,7 @@ FACT_COLUMNS = ["collapse", "collapse_epoch", "peak_clean_acc", "kernel_path", "
 def _run_facts(run: Path, metrics: list[dict]) -> dict:
     """The collapse verdict (robustlab.diagnostics.collapse_verdict: co, failure, none), the best clean accuracy of
     any epoch, and what the run ran on: its CPU kernel path (torch's dispatch level, e.g. AVX2, DEFAULT) and CPU."""
-    from robustlab.diagnostics.catastrophic import collapse_verdict
-    verdict, epoch = collapse_verdict([m.get("test_pgd_acc") for m in metrics], [m.get("test_clean_acc") for m in metrics])
+    verdict, epoch = collapse_verdict_in_metrics(metrics)
     clean = [m["test_clean_acc"] for m in metrics if m.get("test_clean_acc") is not None]
     env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
     path = (env.get("kernel_path") or {}).get("cpu_capability")
