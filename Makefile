@@ -34,7 +34,7 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo "chromium not installed: the headless-browser report test will be skipped"
 
-# The CO claims of README and docs, re-run: the CO demo over 5 seeds x 2 CPU kernel paths (60 runs, ~25 min on 2 cores),
+# The CO claims of README and docs, re-run: the CO demo over 5 seeds x 2 CPU kernel paths (60 runs, ~14-23 min on 2 cores),
 # then which claims hold (exit status 1 if one does not). To record the result as the evidence docs/ and README show:
 #   python benchmarks/claims_evidence.py record co_demo runs/claims/co && python benchmarks/claims_evidence.py render
 claims: setup
