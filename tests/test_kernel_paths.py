@@ -41,3 +41,17 @@ def test_study_runs_each_trial_on_its_path(tmp_path, tiny_cfg):
     assert seen["default"]["cpu_capability"] == "DEFAULT" and seen["default"]["ATEN_CPU_CAPABILITY"] == "default"
     assert seen["avx2"]["cpu_capability"] in ("AVX2", "DEFAULT")   # DEFAULT on a CPU without AVX2
     assert seen["avx2"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+
+
+def test_train_command_restarts_itself_on_the_requested_path(tmp_path, tiny_cfg):
+    import os
+    import subprocess
+    import sys
+    cfg = {**tiny_cfg, "train": {**tiny_cfg["train"], "epochs": 1, "kernel_path": "avx2"}, "final_eval": {"points": 0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    path = json.loads((tmp_path / "r" / "env.json").read_text())["kernel_path"]
+    assert path["ATEN_CPU_CAPABILITY"] == "avx2" and path["ONEDNN_MAX_CPU_ISA"] == "AVX2"
