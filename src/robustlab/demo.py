@@ -5,7 +5,8 @@ A demo is an ordinary study file inside the package (``configs/<name>.yaml``); `
 and the study report draws it. Rerunning resumes: finished runs are skipped, interrupted ones continue.
 
 - ``co`` (default, ``configs/demo.yaml``): FGSM-AT, N-FGSM-AT, FGSM + GradAlign, FGSM + ELLE, FGSM + ELLE-A and
-  PGD-5-AT on injected-feature mnist5k (weights searched at this scale: docs/demo-setting.md).
+  PGD-5-AT on mnist5k at eps 0.3, with the claims its report counts (the setting's search and the evidence over seeds
+  and kernel paths: docs/co-claims.md). ``--kernel-paths default,avx2`` runs every seed on each path (``make claims``).
 - ``memorisation`` (``configs/memorisation.yaml``): adversarial training on random labels (PGD-AT, TRADES) and the
   best-last robust gap of PGD-AT with and without TE and AWP (settings searched: docs/memorisation.md).
 - ``transfer`` (``configs/transfer.yaml``): three steps, each resumable: a sweep of targets of other families, a sweep
