@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from robustlab.core.module_state import attribute_set
+
 MODES = ("train", "eval", "keep")
 
 
@@ -36,11 +38,5 @@ def bn_statistics_frozen(*modules: nn.Module):
     the second and later closure passes of an optimiser step (SAM-type minimisers): the running statistics
     see each batch once."""
     layers = [m for root in modules for m in root.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-    saved = [(m, m.track_running_stats) for m in layers]
-    try:
-        for m in layers:
-            m.track_running_stats = False
+    with attribute_set(layers, "track_running_stats", False):
         yield
-    finally:
-        for m, flag in saved:
-            m.track_running_stats = flag

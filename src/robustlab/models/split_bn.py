@@ -21,6 +21,8 @@ from typing import Sequence
 
 from torch import nn
 
+from robustlab.core.module_state import attribute_set
+
 
 class SplitBatchNorm2d(nn.Module):
     def __init__(self, channels: int, branches: Sequence[str] = ("clean", "adv"), deployed: str = "adv",
@@ -54,14 +56,8 @@ def bn_branch(model: nn.Module, branch: str):
     for m in layers:
         if branch not in m.branches:
             raise ValueError(f"split BN: no branch {branch!r} (branches: {', '.join(m.branches)})")
-    saved = [(m, m.active) for m in layers]
-    try:
-        for m in layers:
-            m.active = branch
+    with attribute_set(layers, "active", branch):
         yield
-    finally:
-        for m, active in saved:
-            m.active = active
 
 
 def has_split_bn(model: nn.Module) -> bool:
