@@ -98,6 +98,7 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     rows = list(csv.DictReader((tmp_path / "s" / "table.csv").open()))
     done = [r for r in rows if r["status"] == "finished"]
     assert len(done) == 2 and all(r["eval_protocol"] == "PGD-3-1" for r in rows)
+    done_by_trial = {r["trial"]: r for r in done}
     for r in done:
         assert 0 <= float(r["eval_last_robust_acc"]) <= float(r["eval_last_clean_acc"]) <= 1
         assert r["eval_best_robust_acc"] != ""
@@ -105,6 +106,18 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     assert "eval best robust acc (%)" in report_md and "(eval.png)" in report_md
     assert "## Evaluations (robustlab eval)" in report_md and "PGD-3-1" in report_md
     assert (tmp_path / "s" / "report" / "eval.png").stat().st_size > 5000
+    # a second protocol on the last checkpoints only: the table keeps both evaluations, keyed, the latest as eval_*
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "s"), "--steps", "2",
+                           "--restarts", "1", "--n", "32", "--sanity", "0", "--checkpoint", "last"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
+    for r in (rows[d["trial"]] for d in done):
+        assert r["eval_protocol"] == "PGD-2-1" and r["eval_best_robust_acc"] == ""
+        assert r["eval_pgd_2_1_n32_best_robust_acc"] == "" and r["eval_pgd_2_1_n32_last_robust_acc"] == r["eval_last_robust_acc"]
+        first = {k: v for k, v in done_by_trial[r["trial"]].items() if k.startswith("eval_") and k != "eval_flags"}
+        assert r["eval_pgd_3_1_n64_last_robust_acc"] == first["eval_last_robust_acc"] != ""
+        assert r["eval_pgd_3_1_n64_best_clean_acc"] == first["eval_best_clean_acc"] != ""
 
 
 def test_diverged_trial_is_done_and_not_rerun(tmp_path):

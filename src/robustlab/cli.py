@@ -48,6 +48,7 @@ def _cmd_eval(args) -> int:
         print(f"{args.path}: {len(summary['files'])} trials evaluated ({summary['protocol']}); table.csv and {summary['report']}")
         return 0
 
+    args.checkpoint = args.checkpoint or "best"
     res = run_eval(args, log=print)
     print(f"{res['checkpoint']}: clean {res['clean_acc']:.4f}  robust {res['robust_acc']:.4f}  "
           f"({res['protocol']}, {res['threat_model']} eps={res['eps']}, n={res['n_examples']}, {res['seconds']:.1f} s) -> {res['written_to']}")
@@ -164,15 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default PGD-50-10, step eps/4)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("path", nargs="?", default=None,
-                   help="run folder, checkpoint file, or study folder (best and last checkpoint of every trial); "
+                   help="run folder, checkpoint file, or study folder (best and last checkpoint of every trial, or --checkpoint's); "
                         "omit with --model")
     e.add_argument("--model", default=None, help="a model robustlab did not train: package.module:builder "
                    "(a callable returning an nn.Module that takes [0,1] inputs); needs --data, --weights and --out")
     e.add_argument("--weights", default=None, help="with --model: a .safetensors file or a torch state dict "
                    "(read with weights_only=True)")
     e.add_argument("--data", default=None, help="data set whose test split is attacked (default: the run's own)")
-    e.add_argument("--checkpoint", choices=["best", "last", "swa"], default="best",
-                   help="which checkpoint of a run folder (swa: the averaged model of train.swa); RUN@E for kept epochs")
+    e.add_argument("--checkpoint", choices=["best", "last", "swa"], default=None,
+                   help="which checkpoint of a run folder (default best; swa: the averaged model of train.swa); RUN@E "
+                        "for kept epochs. For a study folder: only this checkpoint of every trial (default: best and last)")
     e.add_argument("--branch", default=None, help="split-BN models (ARAT): evaluate this branch (e.g. clean) instead of "
                    "the deployed one; the result also gives every other branch's clean accuracy")
     e.add_argument("--attack", choices=list(EVAL_ATTACKS), default="pgd",

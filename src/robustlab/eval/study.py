@@ -1,21 +1,30 @@
-"""``robustlab eval STUDY_DIR``: evaluate every trial's best and last checkpoints with the same protocol and
-add the figures to the study table (``eval_*`` columns) and report.
+"""``robustlab eval STUDY_DIR``: evaluate every trial's best and last checkpoints (or only ``--checkpoint``'s) with
+the same protocol and add the figures to the study table and report.
 
 Each evaluation is an ordinary ``robustlab eval`` of a run folder (its JSON, Markdown and resumable state in
 ``TRIAL/eval/``), so an interrupted study evaluation resumes trial by trial and chunk by chunk.
-``STUDY/study_eval.json`` records the protocol and which files belong to it.
+``STUDY/study_eval.json`` records, per evaluation (protocol and number of points, :func:`evaluation_key`), the
+protocol and which files belong to it; its top level is the latest evaluation. A study evaluated twice, e.g. by
+PGD-50-10 on 500 points and by PGD-50-10 + AutoAttack on 100 of them, keeps both: the table has the latest one's
+``eval_*`` columns and ``eval_<key>_*`` columns for every one.
 """
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 from robustlab.core.errors import ConfigError
-from robustlab.core.io import write_json
+from robustlab.core.io import read_json, write_json
 from robustlab.core.layout import is_study_dir, load_manifest  # noqa: F401  (is_study_dir: used by the CLI)
 from robustlab.core.layout import trial_dir
 
 CHECKPOINTS = ("best", "last")
+
+
+def evaluation_key(protocol: str, n: int) -> str:
+    """The column-safe name of one study evaluation: ``PGD-50-10+AutoAttack`` on 100 points -> ``pgd_50_10_autoattack_n100``."""
+    return re.sub(r"[^a-z0-9]+", "_", str(protocol).lower()).strip("_") + f"_n{n}"
 
 
 def eval_study(args, log=print) -> dict:
@@ -29,7 +38,7 @@ def eval_study(args, log=print) -> dict:
     files, protocol = {}, None
     for t in manifest["trials"]:
         run = trial_dir(study_dir, t["name"])
-        for which in CHECKPOINTS:
+        for which in ((args.checkpoint,) if args.checkpoint else CHECKPOINTS):
             if not (run / "checkpoints" / f"{which}.pt").is_file():
                 log(f"{t['name']}: no {which} checkpoint; skipped")
                 continue
@@ -42,7 +51,11 @@ def eval_study(args, log=print) -> dict:
             log(f"{t['name']} [{which}]: clean {res['clean_acc']:.4f} robust {res['robust_acc']:.4f}"
                 + (f"  FLAGS: {', '.join(flags)}" if flags else ""))
     summary = {"protocol": protocol, "threat_model": args.norm, "eps": args.eps, "n": args.n, "files": files}
-    write_json(study_dir / "study_eval.json", summary)
+    path = study_dir / "study_eval.json"
+    evaluations = (read_json(path).get("evaluations") or {}) if path.is_file() else {}
+    if protocol is not None:
+        evaluations[evaluation_key(protocol, args.n)] = dict(summary)
+    write_json(path, {**summary, "evaluations": evaluations})
     write_study_table(study_dir)
     summary["report"] = str(write_study_report(study_dir) / "report.html")
     return summary

@@ -42,9 +42,13 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
                                             default=None)})
         row.update(_run_facts(run, metrics))
         row.update(_eval_columns(study_eval, t["name"], run))
+        for key, evaluation in _evaluations(study_eval).items():
+            row.update({f"eval_{key}_{c[len('eval_'):]}": v
+                        for c, v in _eval_columns(evaluation, t["name"], run).items() if c in KEYED_EVAL_COLUMNS})
         rows.append(row)
     if study_eval:
-        header = header[:-2] + EVAL_COLUMNS + header[-2:]
+        keyed = [f"eval_{key}_{c[len('eval_'):]}" for key in _evaluations(study_eval) for c in KEYED_EVAL_COLUMNS]
+        header = header[:-2] + EVAL_COLUMNS + keyed + header[-2:]
     return header, rows
 
 
@@ -66,8 +70,17 @@ EVAL_COLUMNS = ["eval_protocol", "eval_best_clean_acc", "eval_best_robust_acc", 
                 "eval_last_robust_acc", "eval_flags"]
 
 
+KEYED_EVAL_COLUMNS = ["eval_best_clean_acc", "eval_best_robust_acc", "eval_last_clean_acc", "eval_last_robust_acc"]
+
+
+def _evaluations(study_eval: dict | None) -> dict:
+    """Every evaluation ``robustlab eval STUDY_DIR`` recorded, by key (robustlab.eval.study.evaluation_key)."""
+    return (study_eval or {}).get("evaluations") or {}
+
+
 def _eval_columns(study_eval: dict | None, name: str, run: Path) -> dict:
-    """The figures of ``robustlab eval STUDY_DIR`` for one trial (study_eval.json names its files)."""
+    """The figures of ``robustlab eval STUDY_DIR`` for one trial (study_eval.json names its files): the latest
+    evaluation as ``eval_*``; every recorded one, by key, as ``eval_<key>_{best,last}_{clean,robust}_acc``."""
     if not study_eval:
         return {}
     row = {c: None for c in EVAL_COLUMNS}
