@@ -1,11 +1,13 @@
 """Recorded evidence for the claims of README and docs, and the text made from it (robustlab.report.evidence).
 
     python benchmarks/claims_evidence.py record NAME STUDY_DIR [STUDY_DIR ...]  # docs/evidence/NAME.csv + .claims.yaml
+        [--claims STUDY.yaml]    # the claims of this study file instead of the first folder's (e.g. per-seed runs)
     python benchmarks/claims_evidence.py render     # rewrite the evidence blocks of README.md and docs/*.md
     python benchmarks/claims_evidence.py check      # exit 1 when a block differs from what render would write
     python benchmarks/claims_evidence.py report STUDY_DIR [...]   # which claims hold in these folders (nothing written)
 
-``record`` takes the claims from the first study's manifest (its ``claims:``); every study's runs go into one table.
+``record`` takes the claims from the first study's manifest (its ``claims:``), or from ``--claims`` (a study file,
+parsed and validated); every study's runs go into one table.
 """
 from __future__ import annotations
 
@@ -33,9 +35,13 @@ def load(name: str, folder: Path = EVIDENCE):
     return claims, rows
 
 
-def record(name: str, study_dirs: list[str]) -> None:
+def record(name: str, study_dirs: list[str], claims_from: str | None = None) -> None:
     rows = [r for d in study_dirs for r in study_evidence(Path(d))]
-    claims = read_json(Path(study_dirs[0]) / "study.json").get("claims") or []
+    if claims_from:
+        from robustlab.sweep import load_study
+        claims = load_study(claims_from).claims or []
+    else:
+        claims = read_json(Path(study_dirs[0]) / "study.json").get("claims") or []
     EVIDENCE.mkdir(parents=True, exist_ok=True)
     write_text(EVIDENCE / f"{name}.csv", write_csv(rows))
     write_text(EVIDENCE / f"{name}.claims.yaml", yaml.safe_dump(claims, sort_keys=False, allow_unicode=True))
@@ -81,13 +87,14 @@ def main(argv=None) -> int:
     r = sub.add_parser("record")
     r.add_argument("name")
     r.add_argument("studies", nargs="+")
+    r.add_argument("--claims", default=None, help="a study file whose claims: to record (default: the first folder's)")
     sub.add_parser("render")
     sub.add_parser("check")
     rep = sub.add_parser("report")
     rep.add_argument("studies", nargs="+")
     args = p.parse_args(argv)
     if args.cmd == "record":
-        record(args.name, args.studies)
+        record(args.name, args.studies, args.claims)
         return 0
     if args.cmd == "report":
         return report(args.studies)

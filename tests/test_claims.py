@@ -38,9 +38,12 @@ def test_counts_per_kernel_path_and_the_every_path_rule():
 
 @pytest.mark.parametrize("raw,needle", [
     ([{"says": "x", "group": "g", "verdict": ["collapsed"]}], "study.claims[0].verdict: got 'collapsed'; allowed: co, failure, none"),
-    ([{"says": "x", "group": "g"}], "give a verdict or a metric"),
+    ([{"says": "x", "group": "g"}], "give a verdict, a metric or a comparison"),
     ([{"says": "x", "group": "g", "metric": "final_robust_acc"}], "needs min or max"),
     ([{"says": "x", "group": "g", "verdict": ["co"], "at_least": 2}], "at_least"),
+    ([{"says": "x", "group": "g", "versus": ["h"]}], "study.claims[0].versus: a comparison needs both"),
+    ([{"says": "x", "group": "g", "above": ["final_clean_acc"]}], "study.claims[0].versus: a comparison needs both"),
+    ([{"says": "x", "group": "g", "versus": ["g"], "above": ["a"]}], "'g' is the claim's own group"),
     ({"says": "x"}, "expected a list of mappings"),
 ])
 def test_bad_claims(raw, needle):
@@ -82,6 +85,23 @@ def test_evidence_blocks_are_rewritten_from_the_runs():
     assert out.startswith("intro\n") and out.endswith("end\n") and render_blocks(out, lambda n: (claims, rows)) == out
 
 
+def test_study_evaluation_figures_travel_through_the_evidence_file():
+    from robustlab.report.evidence import evals_markdown, read_csv, write_csv
+    rows = [{"study": "s", "trial": f"t{i}", "label": "ARAT", "seed": i, "kernel_path": "AVX2", "status": "finished",
+             "eval_pgd_50_10_n500_last_robust_acc": rob, "eval_pgd_50_10_n500_best_robust_acc": None,
+             "eval_pgd_50_10_autoattack_n100_last_robust_acc": aa, "eval_last_robust_acc": 0.5}
+            for i, (rob, aa) in enumerate([(0.9, 0.88), (0.8, 0.7)])]
+    text = write_csv(rows)
+    header = text.splitlines()[0].split(",")
+    # keyed figures after the fixed columns; the unkeyed latest-evaluation column and empty columns stay out
+    assert header[-2:] == ["eval_pgd_50_10_n500_last_robust_acc", "eval_pgd_50_10_autoattack_n100_last_robust_acc"]
+    back = read_csv(text)
+    assert back[1]["eval_pgd_50_10_autoattack_n100_last_robust_acc"] == 0.7
+    md = evals_markdown(back)
+    assert "| group | kernel path | runs | pgd 50 10 n500: robust (%) | pgd 50 10 autoattack n100: robust (%) |" in md
+    assert "| ARAT | AVX2 | 2 | 85.0 (80.0–90.0) | 79.0 (70.0–88.0) |" in md
+
+
 def test_recorded_evidence_matches_readme_and_docs():
     """README and docs show what their evidence files say (benchmarks/claims_evidence.py render)."""
     import subprocess
@@ -115,3 +135,25 @@ def test_a_run_must_meet_every_bound():
     assert claim.rule() == "final_robust_acc <= 0.1, test_fgsm_acc >= 0.7; in >= 50% of the runs on every kernel path"
     with pytest.raises(ConfigError, match=r"study.claims\[0\].bounds\[0\]: a bound needs a metric and min or max"):
         parse_claims([{"says": "x", "group": "F", "bounds": [{"metric": "final_robust_acc"}]}])
+
+
+def test_comparison_pairs_runs_by_seed_and_kernel_path():
+    (claim,) = parse_claims([{"says": "A: cleaner than B at no robustness cost", "group": "A", "versus": ["B", "C"],
+                              "above": ["clean"], "not_below": ["robust"], "at_least": 0.5}])
+
+    def r(label, seed, path, clean, robust, status="finished"):
+        return {"label": label, "seed": seed, "kernel_path": path, "clean": clean, "robust": robust, "status": status}
+    rows = [r("A", 0, "AVX2", 0.98, 0.90), r("B", 0, "AVX2", 0.97, 0.90), r("C", 0, "AVX2", 0.96, 0.85),   # met (tie on robust)
+            r("A", 1, "AVX2", 0.97, 0.90), r("B", 1, "AVX2", 0.97, 0.80), r("C", 1, "AVX2", 0.90, 0.80),   # clean tie: not met
+            r("A", 0, "DEFAULT", 0.99, 0.88), r("B", 0, "DEFAULT", 0.97, 0.89), r("C", 0, "DEFAULT", 0.9, 0.8),  # robust below B
+            r("A", 1, "DEFAULT", 0.99, 0.95), r("B", 1, "DEFAULT", 0.97, 0.89),      # C's run missing: not met
+            r("A", 2, "DEFAULT", 0.99, 0.95), r("B", 2, "DEFAULT", 0.9, 0.9), r("C", 2, "AVX2", 0.9, 0.9),  # C on another path
+            r("A", 3, "DEFAULT", 0.99, 0.95), r("B", 3, "DEFAULT", 0.9, 0.9), r("C", 3, "DEFAULT", 0.9, 0.9, "running"),
+            r("A", 4, "DEFAULT", 0.99, 0.95), r("B", 4, "DEFAULT", 0.9, 0.9), r("C", 4, "DEFAULT", 0.9, 0.9)]  # met
+    res = evaluate_claims([claim], rows)[0]
+    assert res["paths"] == {"AVX2": (1, 2), "DEFAULT": (1, 5)} and not res["holds"]
+    assert claim.rule() == ("clean above B and C, robust not below B and C (same seed and kernel path); "
+                            "in >= 50% of the runs on every kernel path")
+    # seeds as read back from CSV (floats) pair with integer seeds
+    rows[1]["seed"], rows[2]["seed"] = 0.0, "0"
+    assert evaluate_claims([claim], rows)[0]["paths"]["AVX2"] == (1, 2)

@@ -15,6 +15,12 @@ must meet and the fraction of runs that must meet it **on every kernel path** th
         metric: final_robust_acc  # a column of the study table (table.csv)
         min: 0.5
         bounds: [{metric: final_clean_acc, min: 0.9}]   # more bounds the same run must meet
+      - says: "ARAT's clean accuracy is above PGD-AT's at equal or better PGD-50-10 accuracy"
+        group: ARAT
+        versus: [PGD-AT]          # paired: the run of each of these labels with the same seed and kernel path
+        above: [final_clean_acc]  # columns where the group's run must be strictly higher than every partner's
+        not_below: [final_robust_acc]   # columns where it must be at least as high
+        at_least: 0.8
 
 Runs count when they ended (finished or diverged); a diverged run meets a claim only through its verdict.
 :func:`evaluate_claims` gives, per claim, the count over all runs and per kernel path, and whether it holds; the
@@ -64,6 +70,11 @@ class Claim:
     min: typing.Optional[float] = spec(None)
     max: typing.Optional[float] = spec(None)
     bounds: list[Bound] = spec(default_factory=list, doc="more metric bounds the same run must meet: [{metric, min, max}]")
+    versus: list[str] = spec(default_factory=list, doc="labels compared with, run by run: the partner of a run has "
+                             "its seed and kernel path")
+    above: list[str] = spec(default_factory=list, doc="with versus: columns where a run must be strictly higher than "
+                            "every partner")
+    not_below: list[str] = spec(default_factory=list, doc="with versus: columns where a run must be >= every partner")
     at_least: float = spec(0.8, lo=0.0, hi=1.0, doc="fraction of the runs on each kernel path that must meet it")
 
     def check(self, key: str) -> None:
@@ -77,24 +88,57 @@ class Claim:
             raise ConfigError(f"{key}metric: min/max given without a metric")
         if self.metric is not None and self.min is None and self.max is None:
             raise ConfigError(f"{key}metric: {self.metric!r} needs min or max")
-        if not self.verdict and self.metric is None and not self.bounds:
-            raise ConfigError(f"{where}: give a verdict or a metric (a claim every run meets says nothing)")
+        if bool(self.versus) != bool(self.above or self.not_below):
+            raise ConfigError(f"{key}versus: a comparison needs both versus (labels) and above or not_below (columns)")
+        if self.group in self.versus:
+            raise ConfigError(f"{key}versus: {self.group!r} is the claim's own group")
+        if not self.verdict and self.metric is None and not self.bounds and not self.versus:
+            raise ConfigError(f"{where}: give a verdict, a metric or a comparison (a claim every run meets says nothing)")
 
     def all_bounds(self) -> list[Bound]:
         head = [Bound(self.metric, self.min, self.max)] if self.metric is not None else []
         return head + list(self.bounds)
 
-    def met_by(self, row: dict) -> bool:
+    def met_by(self, row: dict, partners: dict | None = None) -> bool:
+        """``partners``: label -> the ended run of that label with this run's seed and kernel path (see
+        :func:`pair_key`); a comparison is not met when a partner is missing or a figure is."""
         if self.verdict and row.get("collapse") not in self.verdict:
             return False
-        return all(b.met_by(row) for b in self.all_bounds())
+        if not all(b.met_by(row) for b in self.all_bounds()):
+            return False
+        for label in self.versus:
+            other = (partners or {}).get(label)
+            if other is None:
+                return False
+            for column, strict in [(c, True) for c in self.above] + [(c, False) for c in self.not_below]:
+                mine, theirs = _number(row.get(column)), _number(other.get(column))
+                if mine is None or theirs is None or mine < theirs or (strict and mine == theirs):
+                    return False
+        return True
 
     def rule(self) -> str:
         parts = []
         if self.verdict:
             parts.append("verdict " + " or ".join(self.verdict))
         parts += [b.text() for b in self.all_bounds()]
+        if self.versus:
+            vs = " and ".join(self.versus)
+            parts += [f"{c} above {vs}" for c in self.above] + [f"{c} not below {vs}" for c in self.not_below]
+            parts[-1] += " (same seed and kernel path)"
         return f"{', '.join(parts)}; in >= {self.at_least:.0%} of the runs on every kernel path"
+
+
+def _number(value) -> float | None:
+    if value is None or value == "":
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def pair_key(row: dict) -> tuple:
+    """What pairs a run with its partners in a comparison: its seed and its kernel path."""
+    seed = row.get("seed")
+    return (None if seed in (None, "") else int(float(seed)), str(row.get("kernel_path") or "?"))
 
 
 def parse_claims(raw, key: str = "study.claims") -> list[Claim]:
@@ -114,13 +158,15 @@ def evaluate_claims(claims: list[Claim], rows: list[dict]) -> list[dict]:
     """Per claim: ``{"claim", "met", "runs", "paths": {path: (met, runs)}, "holds", "pending"}``. A claim holds when
     every kernel path that has runs of its group meets ``at_least``; with no ended run it does not hold."""
     out = []
+    by_pair = {(str(r.get("label")), *pair_key(r)): r for r in rows if r.get("status") in ENDED}
     for c in claims:
         group = [r for r in rows if str(r.get("label")) == c.group]
         ended = [r for r in group if r.get("status") in ENDED]
         paths: dict[str, list[int]] = {}
         for r in ended:
             counts = paths.setdefault(str(r.get("kernel_path") or "?"), [0, 0])
-            counts[0] += c.met_by(r)
+            partners = {label: by_pair.get((label, *pair_key(r))) for label in c.versus}
+            counts[0] += c.met_by(r, {k: v for k, v in partners.items() if v is not None})
             counts[1] += 1
         met = sum(k for k, _ in paths.values())
         holds = bool(paths) and all(k >= c.at_least * n for k, n in paths.values())

@@ -6,7 +6,9 @@ figures), and the Markdown that README and docs show from it, so that their text
 ``<!-- evidence:NAME:KIND -->`` ... ``<!-- /evidence:NAME:KIND -->`` in README.md and docs/*.md from those files,
 ``check`` fails when one differs (a test runs it). KIND: ``claims`` (one line per claim with its counts), ``groups``
 (per group and kernel path: runs, collapse verdicts, final figures), ``runs`` (every run), ``map`` (per group, a
-table over the two swept keys of the setting, e.g. the CO map's beta x eps).
+table over the two swept keys of the setting, e.g. the CO map's beta x eps), ``evals`` (per group and kernel path:
+the final clean accuracy and every ``robustlab eval STUDY_DIR`` figure the runs carry, e.g. PGD-50-10 and AutoAttack).
+The CSV holds the fixed :data:`COLUMNS` and, after them, every ``eval_<key>_*_acc`` column of the study tables.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def study_evidence(study_dir: Path) -> list[dict]:
         env_file = trial_dir(study_dir, r["trial"]) / "env.json"
         env = read_json(env_file) if env_file.is_file() else {}
         row = {c: r.get(c) for c in COLUMNS}
+        row.update({c: v for c, v in r.items() if _is_eval_figure(c)})
         over = trials[r["trial"]]["overrides"]
         setting = " ".join(f"{k}={v}" for k, v in over.items() if k not in NOT_SETTING and not k.startswith("method.name"))
         row.update(study=manifest["name"], seed=trials[r["trial"]]["config"]["seed"], label=r.get("label") or r["trial"],
@@ -48,21 +51,28 @@ def study_evidence(study_dir: Path) -> list[dict]:
 
 
 NOT_SETTING = {"label", "seed", "train.kernel_path"}
+EVAL_FIGURE = re.compile(r"eval_(?P<key>\w+)_(?P<which>best|last)_(?P<what>clean|robust)_acc")
+
+
+def _is_eval_figure(column: str) -> bool:
+    """A keyed study-evaluation figure (robustlab.report.table): ``eval_pgd_50_10_n500_last_robust_acc``."""
+    return EVAL_FIGURE.fullmatch(column) is not None
 
 
 def write_csv(rows: list[dict]) -> str:
+    extra = list(dict.fromkeys(c for r in rows for c in r if _is_eval_figure(c) and r[c] is not None))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, COLUMNS + extra, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: ("" if r.get(c) is None else r[c]) for c in COLUMNS})
+        w.writerow({c: ("" if r.get(c) is None else r[c]) for c in COLUMNS + extra})
     return buf.getvalue()
 
 
 def read_csv(text: str) -> list[dict]:
     rows = []
     for r in csv.DictReader(io.StringIO(text)):
-        rows.append({k: (None if v == "" else float(v) if k in NUMERIC else v) for k, v in r.items()})
+        rows.append({k: (None if v == "" else float(v) if k in NUMERIC or _is_eval_figure(k) else v) for k, v in r.items()})
     return rows
 
 
@@ -158,7 +168,25 @@ def map_markdown(rows: list[dict]) -> str:
     return "\n\n".join(blocks)
 
 
-BLOCK = re.compile(r"(<!-- evidence:(?P<name>[\w.-]+):(?P<kind>claims|groups|runs|map) -->\n)(?P<body>.*?)"
+def evals_markdown(rows: list[dict]) -> str:
+    """Per group and kernel path (mean, min–max over seeds): the final clean accuracy and every evaluation figure
+    of the last checkpoint the runs carry (``eval_<key>_last_*``; the key names the protocol and the points)."""
+    figures = list(dict.fromkeys(c for r in rows for c in r if _is_eval_figure(c) and r[c] is not None
+                                 and EVAL_FIGURE.fullmatch(c)["which"] == "last"))
+    groups: dict[tuple, list[dict]] = {}
+    name = _namer(rows)
+    for r in rows:
+        if r["status"] in ("finished", "diverged"):
+            groups.setdefault((name(r), r["kernel_path"] or "?"), []).append(r)
+    titles = [f"{EVAL_FIGURE.fullmatch(c)['key'].replace('_', ' ')}: {EVAL_FIGURE.fullmatch(c)['what']} (%)" for c in figures]
+    lines = ["| group | kernel path | runs | " + " | ".join(titles) + " |", "|---|---|---|" + "---|" * len(figures)]
+    order = list(dict.fromkeys(k[0] for k in groups))
+    for (label, path), g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        lines.append(f"| {label} | {path} | {len(g)} | " + " | ".join(_pct(r.get(c) for r in g) for c in figures) + " |")
+    return "\n".join(lines)
+
+
+BLOCK = re.compile(r"(<!-- evidence:(?P<name>[\w.-]+):(?P<kind>claims|groups|runs|map|evals) -->\n)(?P<body>.*?)"
                    r"(<!-- /evidence:(?P=name):(?P=kind) -->)", re.S)
 
 
@@ -172,6 +200,7 @@ def render_blocks(text: str, load) -> str:
         claims, rows = loaded
         kind = m["kind"]
         md = {"claims": lambda: claims_markdown(claims, rows), "groups": lambda: groups_markdown(rows),
-              "runs": lambda: runs_markdown(rows), "map": lambda: map_markdown(rows)}[kind]()
+              "runs": lambda: runs_markdown(rows), "map": lambda: map_markdown(rows),
+              "evals": lambda: evals_markdown(rows)}[kind]()
         return f"{m.group(1)}{md}\n{m.group(5)}"
     return BLOCK.sub(body, text)

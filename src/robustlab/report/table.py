@@ -20,7 +20,8 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
     manifest = load_manifest(study_dir)
     keys = manifest["keys"]
     study_eval = read_json(study_dir / "study_eval.json") if (study_dir / "study_eval.json").is_file() else None
-    header = ["trial", *keys, "status", "epochs", *METRIC_COLUMNS, "best_epoch", *OVERFITTING_COLUMNS, "final_protocol",
+    seed_column = [] if "seed" in keys else ["seed"]     # pairs runs across labels (robustlab.report.claims)
+    header = ["trial", *keys, *seed_column, "status", "epochs", *METRIC_COLUMNS, "best_epoch", *OVERFITTING_COLUMNS, "final_protocol",
               "final_clean_acc", "final_robust_acc", "final_best_robust_acc", *FACT_COLUMNS, "train_seconds", "message"]
     rows = []
     for t in manifest["trials"]:
@@ -29,7 +30,8 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
         metrics = read_jsonl(run / "metrics.jsonl")
         last = metrics[-1] if metrics else {}
         fe = res.get("final_eval") or {}
-        row = {"trial": t["name"], **{k: t["overrides"].get(k) for k in keys}, "status": res.get("status"),
+        row = {"trial": t["name"], **{k: t["overrides"].get(k) for k in keys},
+               **{c: (t.get("config") or {}).get("seed") for c in seed_column}, "status": res.get("status"),
                "epochs": len(metrics), **{m: last.get(m) for m in METRIC_COLUMNS}, "best_epoch": res.get("best_epoch"),
                "final_protocol": fe.get("protocol"), "final_clean_acc": (fe.get("last") or {}).get("clean_acc"),
                "final_robust_acc": (fe.get("last") or {}).get("robust_acc"),
