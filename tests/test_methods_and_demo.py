@@ -111,6 +111,26 @@ def test_named_demos_list_and_validate():
     assert out.returncode == 0 and all(name in out.stdout for name in DEMOS) and "(default)" in out.stdout
     for name in DEMOS:                        # every embedded demo is a valid study (pipelines: tested on their own)
         if name not in PIPELINES:
-            assert len(expand_study(demo_study_raw(name)).trials) >= 4
+            assert len(expand_study(demo_study_raw(name)).trials) >= 3
     bad = subprocess.run([sys.executable, "-m", "robustlab", "demo", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, transfer" in bad.stderr
+    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer" in bad.stderr
+
+
+def test_arat_demo_trains_as_the_claim_study_does():
+    """robustlab demo arat is seed 0 of configs/arat/mnist5k_claim.yaml (whose evidence docs/arat.md shows): the same
+    data, model, method, optimiser, epochs and final evaluation; only the per-epoch monitor, threads and progress
+    display differ (none of them changes the training)."""
+    from pathlib import Path
+    from robustlab.sweep import load_study
+    claim = load_study(Path(__file__).resolve().parent.parent / "configs" / "arat" / "mnist5k_claim.yaml")
+    demo = expand_study(demo_study_raw("arat"))
+
+    def training(cfg):
+        cfg = {k: v for k, v in cfg.items() if k != "monitor"}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
+        return cfg
+    by_label = {t.overrides["label"]: t for t in claim.trials
+                if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
+    assert [t.overrides["label"] for t in demo.trials] == list(by_label) == ["ARAT", "PGD-AT", "TRADES"]
+    for t in demo.trials:
+        assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]

@@ -9,6 +9,9 @@ and the study report draws it. Rerunning resumes: finished runs are skipped, int
   and kernel paths: docs/co-claims.md). ``--kernel-paths default,avx2`` runs every seed on each path (``make claims``).
 - ``memorisation`` (``configs/memorisation.yaml``): adversarial training on random labels (PGD-AT, TRADES) and the
   best-last robust gap of PGD-AT with and without TE and AWP (settings searched: docs/memorisation.md).
+- ``arat`` (``configs/arat.yaml``): ARAT (lambda 10, split BN) against PGD-AT and TRADES on mnist5k at eps 0.2, seed 0
+  of the claim study with a smaller per-epoch monitor; its claims compare the runs (docs/arat.md has the evidence over
+  3 seeds x 2 kernel paths, PGD-50-10 and AutoAttack).
 - ``transfer`` (``configs/transfer.yaml``): three steps, each resumable: a sweep of targets of other families, a sweep
   of surrogates (SGD, SAM, large-rho SAM) with kept epochs, then a transfer study (BIM) with each surrogate's
   sharpness (docs/transfer.md).
@@ -25,6 +28,8 @@ from robustlab.sweep import expand_study, run_sweep
 
 DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N-FGSM, GradAlign, ELLE, ELLE-A, PGD-AT)"),
          "memorisation": ("memorisation.yaml", "random labels (PGD-AT, TRADES) and robust overfitting (PGD-AT, +TE, +AWP)"),
+         "arat": ("arat.yaml", "invariance regularisation: ARAT (split BN, asymmetric cosine loss) vs PGD-AT and TRADES, "
+                               "clean and robust accuracy"),
          "transfer": ("transfer.yaml", "flat surrogates (SGD, SAM, large-rho SAM) x targets of other families: BIM transfer "
                                        "and sharpness")}
 PIPELINES = {"transfer"}   # demos made of several steps (sweeps, then a transfer study)
