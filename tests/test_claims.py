@@ -98,7 +98,7 @@ def test_study_evaluation_figures_travel_through_the_evidence_file():
     back = read_csv(text)
     assert back[1]["eval_pgd_50_10_autoattack_n100_last_robust_acc"] == 0.7
     md = evals_markdown(back)
-    assert "| group | kernel path | runs | pgd 50 10 n500: robust (%) | pgd 50 10 autoattack n100: robust (%) |" in md
+    assert "| group | kernel path | runs | PGD-50-10, 500 points: robust (%) | PGD-50-10+AutoAttack, 100 points: robust (%) |" in md
     assert "| ARAT | AVX2 | 2 | 85.0 (80.0–90.0) | 79.0 (70.0–88.0) |" in md
 
 

@@ -168,6 +168,21 @@ def map_markdown(rows: list[dict]) -> str:
     return "\n\n".join(blocks)
 
 
+WORDS = {"pgd": "PGD", "fgsm": "FGSM", "autoattack": "AutoAttack", "cw": "CW", "dlr": "DLR"}
+
+
+def _protocol_title(key: str) -> str:
+    """``pgd_50_10_autoattack_n100`` -> ``PGD-50-10+AutoAttack, 100 points`` (robustlab.eval.study.evaluation_key)."""
+    protocol, _, n = key.rpartition("_n")
+    parts: list[str] = []
+    for token in protocol.split("_"):
+        if token.isdigit() and parts:
+            parts[-1] += f"-{token}"
+        else:
+            parts.append(WORDS.get(token, token))
+    return "+".join(parts) + (f", {n} points" if n.isdigit() else "")
+
+
 def evals_markdown(rows: list[dict]) -> str:
     """Per group and kernel path (mean, min–max over seeds): the final clean accuracy and every evaluation figure
     of the last checkpoint the runs carry (``eval_<key>_last_*``; the key names the protocol and the points)."""
@@ -178,7 +193,7 @@ def evals_markdown(rows: list[dict]) -> str:
     for r in rows:
         if r["status"] in ("finished", "diverged"):
             groups.setdefault((name(r), r["kernel_path"] or "?"), []).append(r)
-    titles = [f"{EVAL_FIGURE.fullmatch(c)['key'].replace('_', ' ')}: {EVAL_FIGURE.fullmatch(c)['what']} (%)" for c in figures]
+    titles = [f"{_protocol_title(EVAL_FIGURE.fullmatch(c)['key'])}: {EVAL_FIGURE.fullmatch(c)['what']} (%)" for c in figures]
     lines = ["| group | kernel path | runs | " + " | ".join(titles) + " |", "|---|---|---|" + "---|" * len(figures)]
     order = list(dict.fromkeys(k[0] for k in groups))
     for (label, path), g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
