@@ -66,7 +66,7 @@ def test_local_sweep_table_report_failure_and_rerun(tmp_path):
     summary = run_sweep(expand_study(raw), out, log=lambda s: None)
     assert summary["finished"] == 4 and summary["failed"] == 0
     table = (out / "table.csv").read_text().splitlines()
-    assert table[0].startswith("trial,method.eps,optim.lr,status,epochs") and len(table) == 5
+    assert table[0].startswith("trial,method.eps,optim.lr,seed,status,epochs") and len(table) == 5   # seed: pairs runs
     for f in ("report/report.html", "report/curves.png", "report/final_vs_method_eps.png",
               "report/final_vs_optim_lr.png", "report/heatmap.png", "report/collapse_heatmap.png", "report/diagnostics.png",
               "study.json"):
