@@ -45,11 +45,11 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
         row.update(_run_facts(run, metrics))
         row.update(_eval_columns(study_eval, t["name"], run))
         for key, evaluation in _evaluations(study_eval).items():
-            row.update({f"eval_{key}_{c[len('eval_'):]}": v
+            row.update({keyed_column(key, c): v
                         for c, v in _eval_columns(evaluation, t["name"], run).items() if c in KEYED_EVAL_COLUMNS})
         rows.append(row)
     if study_eval:
-        keyed = [f"eval_{key}_{c[len('eval_'):]}" for key in _evaluations(study_eval) for c in KEYED_EVAL_COLUMNS]
+        keyed = [keyed_column(key, c) for key in _evaluations(study_eval) for c in KEYED_EVAL_COLUMNS]
         header = header[:-2] + EVAL_COLUMNS + keyed + header[-2:]
     return header, rows
 
@@ -75,14 +75,20 @@ EVAL_COLUMNS = ["eval_protocol", "eval_best_clean_acc", "eval_best_robust_acc", 
 KEYED_EVAL_COLUMNS = ["eval_best_clean_acc", "eval_best_robust_acc", "eval_last_clean_acc", "eval_last_robust_acc"]
 
 
+def keyed_column(key: str, column: str) -> str:
+    """``eval_last_robust_acc`` of evaluation ``pgd_50_10_n500`` -> ``eval_pgd_50_10_n500_last_robust_acc``."""
+    return f"eval_{key}_{column[len('eval_'):]}"
+
+
 def _evaluations(study_eval: dict | None) -> dict:
     """Every evaluation ``robustlab eval STUDY_DIR`` recorded, by key (robustlab.eval.study.evaluation_key)."""
     return (study_eval or {}).get("evaluations") or {}
 
 
 def _eval_columns(study_eval: dict | None, name: str, run: Path) -> dict:
-    """The figures of ``robustlab eval STUDY_DIR`` for one trial (study_eval.json names its files): the latest
-    evaluation as ``eval_*``; every recorded one, by key, as ``eval_<key>_{best,last}_{clean,robust}_acc``."""
+    """The figures of one ``robustlab eval STUDY_DIR`` evaluation for one trial (study_eval.json, or one of its
+    ``evaluations``, names the files) as ``eval_*`` columns; study_rows adds every recorded one under
+    :func:`keyed_column` names."""
     if not study_eval:
         return {}
     row = {c: None for c in EVAL_COLUMNS}
