@@ -51,8 +51,8 @@ class Bound:
             raise ConfigError(f"{key.rstrip('.')}: a bound needs a metric and min or max")
 
     def met_by(self, row: dict) -> bool:
-        value = row.get(self.metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = _number(row.get(self.metric))
+        if value is None:
             return False
         return not ((self.min is not None and value < self.min) or (self.max is not None and value > self.max))
 

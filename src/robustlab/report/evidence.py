@@ -7,7 +7,7 @@ figures), and the Markdown that README and docs show from it, so that their text
 ``check`` fails when one differs (a test runs it). KIND: ``claims`` (one line per claim with its counts), ``groups``
 (per group and kernel path: runs, collapse verdicts, final figures), ``runs`` (every run), ``map`` (per group, a
 table over the two swept keys of the setting, e.g. the CO map's beta x eps), ``evals`` (per group and kernel path:
-the final clean accuracy and every ``robustlab eval STUDY_DIR`` figure the runs carry, e.g. PGD-50-10 and AutoAttack).
+every ``robustlab eval STUDY_DIR`` figure of the last checkpoints the runs carry, e.g. PGD-50-10 and AutoAttack).
 The CSV holds the fixed :data:`COLUMNS` and, after them, every ``eval_<key>_*_acc`` column of the study tables.
 """
 from __future__ import annotations
@@ -99,17 +99,22 @@ def _namer(rows: list[dict]):
     return lambda r: r["label"] + (f" ({r['setting']})" if len(settings[r["label"]]) > 1 and r.get("setting") else "")
 
 
-def groups_markdown(rows: list[dict]) -> str:
+def _by_group_and_path(rows: list[dict]) -> list[tuple[tuple[str, str], list[dict]]]:
+    """The ended runs per (group name, kernel path): groups in the order they first appear, paths sorted."""
     groups: dict[tuple, list[dict]] = {}
     name = _namer(rows)
     for r in rows:
         if r["status"] in ("finished", "diverged"):
             groups.setdefault((name(r), r["kernel_path"] or "?"), []).append(r)
+    order = list(dict.fromkeys(k[0] for k in groups))
+    return sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))
+
+
+def groups_markdown(rows: list[dict]) -> str:
     protocol = next((r["final_protocol"] for r in rows if r.get("final_protocol")), "final evaluation")
     lines = [f"| group | kernel path | runs | CO | training failure | no collapse | diverged | {protocol} robust, last (%) | "
              "clean, last (%) | best per-epoch PGD (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    order = list(dict.fromkeys(k[0] for k in groups))
-    for (label, path), g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+    for (label, path), g in _by_group_and_path(rows):
         n = len(g)
         count = {v: sum(r["collapse"] == v for r in g) for v in ("co", "failure", "none")}
         lines.append(f"| {label} | {path} | {n} | {count['co']}/{n} | {count['failure']}/{n} | {count['none']}/{n} | "
@@ -184,19 +189,13 @@ def _protocol_title(key: str) -> str:
 
 
 def evals_markdown(rows: list[dict]) -> str:
-    """Per group and kernel path (mean, min–max over seeds): the final clean accuracy and every evaluation figure
-    of the last checkpoint the runs carry (``eval_<key>_last_*``; the key names the protocol and the points)."""
+    """Per group and kernel path (mean, min–max over seeds): every evaluation figure of the last checkpoint the runs
+    carry (``eval_<key>_last_*``; the key names the protocol and the points)."""
     figures = list(dict.fromkeys(c for r in rows for c in r if _is_eval_figure(c) and r[c] is not None
                                  and EVAL_FIGURE.fullmatch(c)["which"] == "last"))
-    groups: dict[tuple, list[dict]] = {}
-    name = _namer(rows)
-    for r in rows:
-        if r["status"] in ("finished", "diverged"):
-            groups.setdefault((name(r), r["kernel_path"] or "?"), []).append(r)
     titles = [f"{_protocol_title(EVAL_FIGURE.fullmatch(c)['key'])}: {EVAL_FIGURE.fullmatch(c)['what']} (%)" for c in figures]
     lines = ["| group | kernel path | runs | " + " | ".join(titles) + " |", "|---|---|---|" + "---|" * len(figures)]
-    order = list(dict.fromkeys(k[0] for k in groups))
-    for (label, path), g in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+    for (label, path), g in _by_group_and_path(rows):
         lines.append(f"| {label} | {path} | {len(g)} | " + " | ".join(_pct(r.get(c) for r in g) for c in figures) + " |")
     return "\n".join(lines)
 
