@@ -81,15 +81,18 @@ def test_weights_that_do_not_fit_the_config(run, tmp_path):
     one_line(cli("eval", tmp_path / "other.pt"), "its weights do not fit the model its config describes")
 
 
-def test_report_reads_a_torn_metrics_file_and_refuses_garbage(run, tmp_path):
+def test_report_refuses_a_torn_or_garbage_metrics_file(run, tmp_path):
+    """The trainer writes metrics.jsonl atomically: a torn line is damage, and the report is left as it was."""
     import shutil
     shutil.copytree(run / "run", tmp_path / "r")
     m = tmp_path / "r" / "metrics.jsonl"
     text = m.read_text()
-    m.write_text(text + '{"epoch": 2, "lr": 0.0')                   # cut mid-line by a kill
-    assert cli("report", tmp_path / "r").returncode == 0
+    report = (tmp_path / "r" / "report" / "report.md").read_bytes()
+    m.write_text(text + '{"epoch": 2, "lr": 0.0')
+    one_line(cli("report", tmp_path / "r"), "metrics.jsonl: line 2 is not JSON (the file is damaged)")
     m.write_text("garbage\n" + text)
     one_line(cli("report", tmp_path / "r"), "metrics.jsonl: line 1 is not JSON")
+    assert (tmp_path / "r" / "report" / "report.md").read_bytes() == report
 
 
 def test_sweep_workers_zero(tmp_path):

@@ -93,7 +93,9 @@ def test_evaluate_tensors_directly():
 @pytest.mark.parametrize("args,needle", [
     (["--model", "mypkg.nets:build", "--weights", "w.safetensors", "--out", "x.json"], "--data: required with --model"),
     (["--model", "mypkg.nets", "--data", "mnist5k", "--out", "x.json"], "--model: got 'mypkg.nets'; expected package.module:builder"),
-    (["--model", "mypkg.nope:build", "--data", "mnist5k", "--out", "x.json"], "--model: cannot import 'mypkg.nope'"),
+    (["--model", "mypkg.nope:build", "--weights", "w.safetensors", "--data", "mnist5k", "--out", "x.json"],
+     "--model: cannot import 'mypkg.nope'"),
+    (["--model", "mypkg.nets:build", "--data", "mnist5k", "--out", "x.json"], "--weights: required with a model defined"),
     (["--model", "mypkg.nets:build", "--weights", "missing.safetensors", "--data", "mnist5k", "--out", "x.json"],
      "--weights: missing.safetensors: not found"),
     (["--model", "mypkg.nets:build", "--weights", "bad.safetensors", "--data", "mnist5k", "--out", "x.json"],

@@ -27,8 +27,27 @@ def _cmd_train(args) -> int:
         return subprocess.call([sys.executable, "-m", "robustlab", *args.argv],
                                env=path_environment(cfg.train.kernel_path))
     res = train(cfg, args.out)
-    print(f"{args.out}: {res['status']}" + (f" ({res['message']})" if res.get("message") else ""))
+    print(train_summary(args.out, res))
     return 0 if res["status"] == "finished" else 1
+
+
+def train_summary(out: str, res: dict) -> str:
+    """The closing line of ``robustlab train``: status, best epoch, the final evaluation, the report."""
+    text = f"{out}: {res['status']} after {res.get('epochs_completed', '?')} of {res.get('epochs', '?')} epochs"
+    if res.get("message"):
+        text += f" ({res['message']})"
+    if res.get("best_epoch"):
+        text += f"; best epoch {res['best_epoch']}"
+    final = res.get("final_eval") or {}
+    for which in ("last", "best", "swa"):
+        if which in final:
+            text += (f"; {which}: clean {final[which]['clean_acc']:.4f} robust {final[which]['robust_acc']:.4f}")
+    if final:
+        text += f" ({final.get('protocol')}, first {final.get('n_examples')} test points)"
+    report = Path(out) / "report" / "report.html"
+    if report.is_file():
+        text += f"; report {report}"
+    return text
 
 
 def _cmd_eval(args) -> int:
@@ -55,7 +74,21 @@ def _cmd_eval(args) -> int:
     for flag in res["sanity"]:
         if not flag["passed"]:
             print(f"  FLAG {flag['check']}: {flag['note']}")
+    run = _run_folder_of(res["checkpoint"]) if args.model is None else None
+    if run is not None:                        # the run's report lists every evaluation: draw it again
+        try:
+            from robustlab.report import write_run_report
+            print(f"report {write_run_report(run) / 'report.html'}")
+        except Exception as exc:               # the evaluation is written; a report failure must not hide it
+            print(f"warning: the run's report was not refreshed ({type(exc).__name__}: {exc})", file=sys.stderr)
     return 0
+
+
+def _run_folder_of(checkpoint: str) -> Path | None:
+    """The run folder a checkpoint file belongs to (RUN/checkpoints/X.pt), or None."""
+    path = Path(checkpoint)
+    run = path.parent.parent
+    return run if path.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
 
 
 def _cmd_report(args) -> int:
@@ -96,19 +129,27 @@ def _cmd_demo(args) -> int:
 
 def _cmd_export(args) -> int:
     from robustlab.core.io import write_json
-    from robustlab.eval.export import export_safetensors, robustbench_info
+    from robustlab.eval.export import check_robustbench_out, export_safetensors, robustbench_info
 
+    from robustlab.core.errors import ConfigError
     run = Path(args.run)
     if not (run / "config.yaml").is_file():
-        from robustlab.core.errors import ConfigError
         raise ConfigError(f"{run}: not a run folder (no config.yaml)")
     if args.format == "safetensors":
+        given = [f"--{k}" for k in ("name", "authors", "link", "venue", "reported") if getattr(args, k)]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: go with --format robustbench (RobustBench's fields), not safetensors")
         out = export_safetensors(run, args.out or run / "export" / f"{args.checkpoint}.safetensors", args.checkpoint)
         print(f"{out['weights']} (+ {out['info']})")
         return 0
-    reported = None if args.reported is None else float(args.reported) / 100
+    try:
+        reported = None if args.reported is None else float(args.reported) / 100
+    except ValueError:
+        raise ConfigError(f"--reported: got {args.reported!r}; a percentage, e.g. 52.3") from None
+    if reported is not None and not 0 <= reported <= 1:
+        raise ConfigError(f"--reported: got {args.reported}; a percentage between 0 and 100")
+    dest = check_robustbench_out(args.out or run / "export" / f"robustbench-{args.checkpoint}.json", run, args.checkpoint)
     info, warnings = robustbench_info(run, args.checkpoint, args.name, args.authors, args.link, args.venue, reported)
-    dest = Path(args.out or run / "export" / f"robustbench-{args.checkpoint}.json")
     write_json(dest, info)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -120,7 +161,8 @@ def _cmd_sharpness(args) -> int:
     from robustlab.core.runtime import set_threads
     from robustlab.eval.sharpness import checkpoint_sharpness
     set_threads(args.threads)
-    res = checkpoint_sharpness(args.run, args.checkpoint, args.points, args.iters, args.samples, args.tol, args.out)
+    res = checkpoint_sharpness(args.run, args.checkpoint, args.points, args.iters, args.samples, args.tol, args.out,
+                               log=lambda s: print(s, file=sys.stderr))
     print(f"{res['checkpoint']} (epoch {res['epoch']}): top eigenvalue {res['hessian_top_eig']:.4g} "
           f"({res['hessian_power_iters']} power iterations), trace {res['hessian_trace']:.4g} +- "
           f"{res['hessian_trace_se']:.2g} (Hutchinson, {args.samples} probes), {res['sharpness_points']} training "
@@ -169,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "omit with --model")
     e.add_argument("--model", default=None, help="a model robustlab did not train: package.module:builder "
                    "(a callable returning an nn.Module that takes [0,1] inputs); needs --data, --weights and --out")
-    e.add_argument("--weights", default=None, help="with --model: a .safetensors file or a torch state dict "
-                   "(read with weights_only=True)")
+    e.add_argument("--weights", default=None, help="with --model (required): a .safetensors file or a torch state dict "
+                   "(read with weights_only=True), or 'none' for the builder's own initialisation (recorded in the result)")
     e.add_argument("--data", default=None, help="data set whose test split is attacked (default: the run's own)")
     e.add_argument("--checkpoint", choices=["best", "last", "swa"], default=None,
                    help="which checkpoint of a run folder (default best; swa: the averaged model of train.swa); RUN@E "
@@ -185,17 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps; for --model, the data "
                    "set's convention: MNIST-like 0.3 L-inf / 2.0 L2, otherwise 8/255 / 0.5 as RobustBench)")
     e.add_argument("--alpha", default=None, help="PGD step size (default eps/4)")
-    e.add_argument("--steps", type=int, default=50, help="PGD iterations")
-    e.add_argument("--restarts", type=int, default=10, help="PGD random restarts (per-sample worst case)")
-    e.add_argument("--loss", choices=["ce", "cw", "dlr"], default="ce",
-                   help="the loss PGD ascends: cross-entropy, the CW margin, or DLR (Croce & Hein, 2020)")
+    e.add_argument("--steps", type=int, default=None, help="PGD iterations (pgd protocols; default 50)")
+    e.add_argument("--restarts", type=int, default=None, help="PGD random restarts, per-sample worst case (pgd "
+                   "protocols; default 10)")
+    e.add_argument("--loss", choices=["ce", "cw", "dlr"], default=None,
+                   help="the loss PGD ascends: cross-entropy (default), the CW margin, or DLR (Croce & Hein, 2020)")
     e.add_argument("--n", type=int, default=1000, help="number of test points (the first N)")
     e.add_argument("--batch-size", type=int, default=500, help="points per attack batch (and per resumable chunk)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core); set it "
                    "when other jobs share the cores: AutoAttack ran 13x slower with the default under contention")
-    e.add_argument("--out", default=None, help="JSON file to write (default: <run>/eval/<name>.json; required with --model)")
+    e.add_argument("--out", default=None, help="JSON file to write (default: <run>/eval/<name>.json; required with "
+                   "--model); never a file robustlab eval did not write for this model, nor elsewhere in a run folder")
+    e.add_argument("--force", action="store_true", help="replace the result and resumable state at --out even when "
+                   "they belong to another evaluation (each replaced file is named)")
     e.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("sweep", help="run a study (grid/list of overrides); rerun to resume")
@@ -256,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    if argv_list == ["--version"]:          # answered without importing torch (2 s of CPU)
+        import robustlab
+        print(f"robustlab {robustlab.__version__}")
+        return 0
     from robustlab.core.errors import ConfigError, DataError
 
     args = build_parser().parse_args(argv)

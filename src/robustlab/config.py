@@ -1,6 +1,6 @@
 """The experiment config: which components a run uses and their settings. YAML in, fully resolved YAML out.
 
-``load_config(path, overrides)`` reads YAML with ``yaml.safe_load``, applies dotted ``key=value`` overrides,
+``load_config(path, overrides)`` reads YAML with the safe loader (robustlab.core.yamlio: a key given twice is an error), applies dotted ``key=value`` overrides,
 builds the tree (each component section validated by its own config class, chosen by ``name``), resolves
 derived defaults (published weights, step sizes) and cross-checks, before any work starts. A bad value raises
 :class:`ConfigError` with one line naming the key, the value and what is allowed.
@@ -19,6 +19,7 @@ import yaml
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import build, component, components, parse_number, resolve, spec, to_dict
+from robustlab.core.yamlio import read_yaml
 from robustlab.diagnostics import DIAGNOSTICS, DiagnosticConfig
 from robustlab.methods import METHODS, REGULARIZERS, MethodConfig
 from robustlab.models import MODELS, ModelConfig
@@ -234,14 +235,7 @@ def config_from_dict(raw: dict | None, overrides: typing.Iterable[str] | dict = 
 
 def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Config:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path}: not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    raw = read_yaml(path, "config file")
     if raw is None:
         raise ConfigError(f"config file {path}: empty; write the keys to set (an empty mapping {{}} takes every default)")
     return config_from_dict(raw, overrides)

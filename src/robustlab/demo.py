@@ -21,9 +21,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from robustlab.core.errors import ConfigError
+from robustlab.core.yamlio import parse_yaml
 from robustlab.sweep import expand_study, run_sweep
 
 DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N-FGSM, GradAlign, ELLE, ELLE-A, PGD-AT)"),
@@ -39,7 +38,7 @@ DEFAULT = "co"
 def demo_study_raw(name: str = DEFAULT) -> dict:
     if name not in DEMOS:
         raise ConfigError(f"demo: got {name!r}; allowed: {', '.join(DEMOS)}")
-    return yaml.safe_load(resources.files("robustlab").joinpath("configs", DEMOS[name][0]).read_text())
+    return parse_yaml(resources.files("robustlab").joinpath("configs", DEMOS[name][0]).read_text(), f"demo {name}")
 
 
 def list_demos() -> str:

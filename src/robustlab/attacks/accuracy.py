@@ -68,14 +68,19 @@ def build_eval_attack(model: nn.Module, spec: AttackSpec, generator: torch.Gener
     raise ValueError(f"attack: got {spec.name!r}; allowed: {', '.join(ATTACK_NAMES)}")
 
 
+NO_PREDICTION = -1   # the label predict() gives a point whose logits are not all finite: never a class
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, autocast=contextlib.nullcontext) -> torch.Tensor:
-    """Predicted labels in eval mode (the model's flags are restored)."""
+    """Predicted labels in eval mode (the model's flags are restored); :data:`NO_PREDICTION` where the logits are
+    not all finite, so that NaN outputs never count as correct."""
     out = []
     with attack_mode(model, "eval"):
         for i in range(0, len(x), batch_size):
             with autocast():
-                out.append(model(x[i:i + batch_size]).argmax(1))
+                logits = model(x[i:i + batch_size])
+            out.append(torch.where(torch.isfinite(logits).all(1), logits.argmax(1), NO_PREDICTION))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
 
 
@@ -83,9 +88,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Att
              autocast=contextlib.nullcontext, seed: int = EVAL_SEED) -> dict:
     """Clean accuracy and, for each attack spec, robust accuracy; also per-sample flags and seconds."""
     t0 = time.perf_counter()
-    clean = predict(model, x, batch_size, autocast) == y
-    result = {"n": int(len(y)), "clean_acc": fraction(clean),
-              "clean_correct": clean.cpu()}
+    predicted = predict(model, x, batch_size, autocast)
+    clean = predicted == y
+    result = {"n": int(len(y)), "clean_acc": fraction(clean), "clean_correct": clean.cpu(),
+              "nonfinite": int((predicted == NO_PREDICTION).sum())}
     for spec in specs:
         gen = torch.Generator(device=x.device).manual_seed(seed)
         attack = build_eval_attack(model, spec, gen)

@@ -43,6 +43,12 @@ def rows_of(ref, index):
     return ref[index]
 
 
+
+def misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per row: the prediction is not ``y``, or the logits are not all finite (argmax of a NaN row would name a
+    class; a model that outputs NaN classifies nothing)."""
+    return (logits.argmax(1) != y) | ~torch.isfinite(logits).all(1)
+
 class IterativeAttack:
     def __init__(self, model: nn.Module, eps: float, alpha: float, steps: int, *, norm: str = "linf",
                  random_init: float = 0.0, project: bool = True, clip_box: bool = True, restarts: int = 1,
@@ -178,7 +184,7 @@ class IterativeAttack:
             da = da.detach()
             step = self.threat.step(self.ascent_direction(grad, state), self.alpha)
             if self.early_stop:
-                hit = logits.detach().argmax(1) != ya
+                hit = misclassified(logits.detach(), ya)
                 frozen = hit if frozen is None else frozen | hit
                 n_frozen = int(frozen.sum())
                 if n_frozen:
@@ -208,6 +214,6 @@ class IterativeAttack:
             rest = ids if frozen is None else ids[~frozen]
             if len(rest):
                 logits, loss = self._forward_loss(x[rest], delta[rest], y[rest], rows_of(ref, rest))
-                fooled[rest] = logits.argmax(1) != y[rest]
+                fooled[rest] = misclassified(logits, y[rest])
                 loss_out[rest] = loss.float()
         return delta, fooled, loss_out

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 import torch
 
+from robustlab.core.errors import DataError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -66,25 +68,35 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(_clean(r)) + "\n" for r in rows))
 
 
+class DamagedFile(DataError, ValueError):
+    """A file robustlab wrote (atomically, so never torn by a crash) that does not parse: damage, not a state to
+    read around. The message is one line naming the file (and the line)."""
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file; one that does not parse raises :class:`DamagedFile` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise DamagedFile(f"{path}: damaged, not JSON{where}") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """One JSON object per line. A last line cut mid-write (a killed writer) is skipped; a malformed line elsewhere
-    raises ``ValueError`` naming the file and the line."""
+    """One JSON object per line (a missing file: no rows). Every robustlab JSONL file is written atomically, so a
+    line that does not parse (a torn last line included) is damage: :class:`DamagedFile` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         return []
-    lines = [(i + 1, line) for i, line in enumerate(path.read_text().splitlines()) if line.strip()]
     rows = []
-    for k, (number, line) in enumerate(lines):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            if k == len(lines) - 1:
-                break                   # a torn last line: the rows before it stand
-            raise ValueError(f"{path}: line {number} is not JSON") from None
+            raise DamagedFile(f"{path}: line {number} is not JSON (the file is damaged)") from None
     return rows
 
 
@@ -104,3 +116,6 @@ def load_torch(path: Path, map_location="cpu") -> Any:
         raise ValueError(f"{path}: not a torch checkpoint (or a truncated one)") from None
     except (RuntimeError, EOFError) as exc:
         raise ValueError(f"{path}: not a torch checkpoint (or a truncated one): {str(exc).splitlines()[0]}") from None
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, UnicodeDecodeError, OSError):
+        # a text or other non-torch file makes the unpickler fail in many ways (e.g. KeyError: 101)
+        raise ValueError(f"{path}: not a torch checkpoint (or a truncated one)") from None

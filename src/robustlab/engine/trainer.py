@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
 
 from robustlab.attacks import AttackSpec, evaluate
 from robustlab.attacks.modes import bn_statistics_frozen
@@ -38,6 +37,8 @@ from robustlab.core.context import BuildContext, EpochContext, StepContext
 from robustlab.core.distributed import DistContext
 from robustlab.core.io import read_json, read_jsonl, save_torch, write_json, write_jsonl, write_text
 from robustlab.core.kernel_paths import check_kernel_path
+from robustlab.core.outputs import check_out_folder
+from robustlab.core.yamlio import read_yaml
 from robustlab.models.split_bn import bn_branch, split_layers
 from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
@@ -76,7 +77,7 @@ class Trainer:
         cfg_path = self.run_dir / "config.yaml"
         if cfg_path.is_file():
             try:
-                stored = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+                stored = config_from_dict(read_yaml(cfg_path, "config file"))
             except ConfigError as exc:
                 raise ConfigError(f"{self.run_dir}: holds a run whose config.yaml this robustlab cannot read ({exc}); "
                                   "choose another --out") from None
@@ -176,12 +177,14 @@ class Trainer:
         """Accuracies over all ranks' shares: {"clean": acc, "<protocol>": robust acc, "seconds": s}."""
         res = evaluate(model if model is not None else self.model, x, y, specs, self.cfg.data.eval_batch_size,
                        autocast or contextlib.nullcontext)
-        counts = torch.stack([torch.tensor(float(len(y))), res["clean_correct"].sum().float()]
+        counts = torch.stack([torch.tensor(float(len(y))), res["clean_correct"].sum().float(),
+                              torch.tensor(float(res["nonfinite"]))]
                              + [res[s.describe()]["robust"].sum().float() for s in specs])
         counts = self.dist.sum(counts.to(self.device)).cpu()
         n = counts[0].item()
-        out = {"clean": counts[1].item() / n if n else math.nan, "seconds": res["seconds"]}
-        out.update({s.describe(): counts[2 + i].item() / n if n else math.nan for i, s in enumerate(specs)})
+        out = {"clean": counts[1].item() / n if n else math.nan, "seconds": res["seconds"],
+               "nonfinite": int(counts[2].item())}
+        out.update({s.describe(): counts[3 + i].item() / n if n else math.nan for i, s in enumerate(specs)})
         return out
 
     def _write(self, fn, *args, **kw):
@@ -201,9 +204,11 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ConfigError(f"--out: {self.run_dir} is a file; give a folder for the run")
+        check_out_folder(self.run_dir, "--out", "run", "config.yaml")
         done = self._check_folder()
+        if done is None and DistContext.from_env().is_main:     # servers that must answer, before any work
+            for i, tracker in enumerate(self.cfg.train.trackers):
+                tracker.preflight(f"train.trackers[{i}].")
         if done is not None:
             self.log(f"{self.run_dir}: already finished; not retraining")
             return done
@@ -263,16 +268,16 @@ class Trainer:
                 write_json(path, res)
 
     def _run(self) -> dict:
+        history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
+        last = self.ckpt_dir / "last.pt"
+        if last.is_file():                 # before anything is written: an unreadable checkpoint changes nothing
+            history, best, start_epoch, step = self._resume(last)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write(write_text, self.run_dir / "config.yaml", self.cfg.to_yaml())
+        self._write(write_text, self.run_dir / "config.yaml", self.cfg.to_yaml())   # an extension's new epochs too
         if self.cfg.data.labels.noise > 0:  # the noisy labels are part of the run
             self._write(save_torch, self.run_dir / "labels.pt", {"train_labels": self.data.train.y.cpu(),
                                                                 "original_train_labels": self.data.original_train_labels})
-        history, best, start_epoch, step = [], {"epoch": 0, "score": -math.inf}, 0, 0
-        last = self.ckpt_dir / "last.pt"
-        if last.is_file():                 # before anything is rewritten: an unreadable checkpoint changes nothing
-            history, best, start_epoch, step = self._resume(last)
         env = environment(self.device, self.cfg.seed, self.command)
         env["world_size"] = self.dist.world
         env_path = self.run_dir / "env.json"
@@ -290,7 +295,7 @@ class Trainer:
                 row, step = self._train_epoch(epoch, step, mode)
                 if mode == "bar" and self.dist.is_main:   # the bar has ended; say what the pause is
                     self.log(self._monitor_line(epoch))
-                row.update(self._monitor())
+                row.update(self._monitor(epoch))
                 row.update(self._swa_epoch(epoch))
                 for diag in self.diagnostics:
                     if diag.due(epoch):
@@ -523,7 +528,7 @@ class Trainer:
         attacks = " + ".join(s.describe() for s in self._monitor_specs()) or "clean accuracy"
         return f"epoch {epoch + 1}/{self.cfg.train.epochs}: monitor {attacks} on {sets} points ..."
 
-    def _monitor(self) -> dict:
+    def _monitor(self, epoch: int) -> dict:
         t0 = time.perf_counter()
         row = {}
         specs = self._monitor_specs()
@@ -531,6 +536,9 @@ class Trainer:
             if len(getattr(self.data, split if split != "trainset" else "train")) == 0:
                 continue
             res = self._evaluate(x, y, specs, self.autocast)
+            if res["nonfinite"]:        # before any checkpoint of this epoch is kept, before a row is logged
+                raise Diverged(f"non-finite outputs on {res['nonfinite']} of the {split} monitor points after epoch "
+                               f"{epoch + 1}")
             row[f"{split}_clean_acc"] = res["clean"]
             for spec in specs:
                 row[f"{split}_{spec.name}_acc"] = res[spec.describe()]
@@ -614,7 +622,8 @@ def squared_grad_norm(params) -> torch.Tensor:
 
 
 def format_row(row: dict) -> str:
-    keys = ["epoch", "lr", "train_loss", "train_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "seconds"]
+    keys = ["epoch", "lr", "train_loss", "train_acc", "val_clean_acc", "val_pgd_acc", "test_clean_acc", "test_pgd_acc",
+            "test_fgsm_acc", "seconds"]     # val_pgd_acc (or val_clean_acc without an attack) picks best.pt
     parts = []
     for k in keys:
         if k in row and row[k] is not None:

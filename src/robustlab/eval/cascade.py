@@ -4,7 +4,8 @@ Robust accuracy is the per-sample worst case: a point counts as robust only if i
 clean and no stage fooled it. After every chunk of points the per-example flags (clean, robust, and which
 points each stage has already attacked) are written atomically to a JSON state file, so an interrupted
 evaluation resumes at the chunk where it stopped and never re-attacks a point. The state records what it
-evaluates (checkpoint, points, threat model, eps, stages); a state for anything else is refused. Progress goes to
+evaluates by content (a digest of the weights and of the points, the model reference, threat model, eps, the
+resolved stages); a state for anything else is refused with one line naming what differs. Progress goes to
 ``log``: a line per chunk (points done, fooled, robust so far, elapsed, ETA) and, inside a PGD chunk, a line at most
 every ``progress_every`` seconds with the restart and step.
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from robustlab.attacks.modes import attack_mode
+from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.progress import Progress, duration
 from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack, fraction, predict
@@ -36,8 +38,22 @@ from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack,
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
-class StateMismatch(ValueError):
-    pass
+class StateMismatch(ConfigError):
+    """A resumable state written for another evaluation (other weights, points, protocol, eps, ...): refused with
+    one line naming what differs."""
+
+
+def _brief(value) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "name" in value[0]:
+        value = " + ".join(str(v["name"]) for v in value)        # stages by name
+    text = "absent" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def key_differences(old: dict, new: dict) -> list[str]:
+    """``"eps 0.3 -> 0.2"`` for every key whose value differs (stages compared in full, shown by name)."""
+    return [f"{k} {_brief(old.get(k))} -> {_brief(new.get(k))}" if _brief(old.get(k)) != _brief(new.get(k))
+            else f"{k} settings changed" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 @dataclass
@@ -148,8 +164,11 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
     key = {**(key or {}), "n": len(y), "stages": [s.describe() for s in stages]}
     path = Path(state_path) if state_path else None
     state = read_json(path) if path is not None and path.is_file() else None
+    if state is not None and (not isinstance(state, dict) or "key" not in state):
+        raise StateMismatch(f"{path}: not an evaluation state robustlab wrote; choose another --out")
     if state is not None and state["key"] != key:
-        raise StateMismatch(f"{path}: an evaluation state for something else (delete it to start over)")
+        raise StateMismatch(f"{path}: holds an evaluation of something else ({'; '.join(key_differences(state['key'], key))}); "
+                            "choose another --out, or add --force to discard it and start over")
     if state is None:
         t0 = time.perf_counter()
         clean = predict(model, x, batch_size, autocast).cpu() == y.cpu()

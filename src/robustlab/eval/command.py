@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustlab.core.errors import ConfigError
+from robustlab.core.outputs import check_out_file, stamp
 from robustlab.core.schema import parse_number
 from robustlab.eval.library import evaluate_model, protocol_config, test_points, write_result
 from robustlab.eval.loading import load_external_model, load_run_model
@@ -13,34 +14,47 @@ from robustlab.eval.protocols import EVAL_ATTACKS, protocol_name
 
 
 def attack_from_args(args) -> dict:
-    """The protocol mapping ``--attack`` and its settings name (only the keys the protocol accepts)."""
+    """The protocol mapping ``--attack`` and the settings given on the command line. A setting the protocol does not
+    take (``--steps`` with autoattack) is a contradiction, refused with one line; settings not given take the
+    protocol config's defaults (one place for each default)."""
     raw = {"name": args.attack}
     accepted = {f for f in vars(EVAL_ATTACKS.config_class(args.attack)()) if f != "name"} if args.attack in EVAL_ATTACKS else set()
-    for key in ("steps", "restarts"):
-        if key in accepted:
-            raw[key] = getattr(args, key)
-    if "alpha" in accepted and args.alpha is not None:
-        raw["alpha"] = parse_number(args.alpha, "--alpha")
-    loss = getattr(args, "loss", "ce")
-    if loss != "ce":
-        if "loss" not in accepted:
-            raise ConfigError(f"--loss: got {loss!r}; only the pgd protocols take a loss (AutoAttack fixes its own)")
-        raw["loss"] = loss
+    given = {"steps": getattr(args, "steps", None), "restarts": getattr(args, "restarts", None),
+             "alpha": getattr(args, "alpha", None), "loss": getattr(args, "loss", None)}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            raise ConfigError(f"--{key}: the {args.attack} protocol does not take it (AutoAttack fixes its own "
+                              f"settings); drop --{key} or use --attack pgd / pgd+autoattack")
+        raw[key] = parse_number(value, "--alpha") if key == "alpha" else value
     return raw
+
+
+def eval_target(loaded) -> str:
+    """What an evaluation result is of, for the ``written_by`` stamp: the checkpoint file, or the builder and its
+    weights file (absolute paths)."""
+    if loaded.config is None:
+        weights = loaded.weights if loaded.weights in (None, "none") else str(Path(loaded.weights).absolute())
+        return f"{loaded.name} with weights {weights}"
+    return str(Path(loaded.source).absolute())
 
 
 def run_eval(args, log=lambda s: None) -> dict:
     """Evaluate one model: a resumable cascade (state next to the JSON), sanity flags, JSON + Markdown."""
     for name in ("steps", "restarts", "n", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: got {getattr(args, name)}; must be >= 1")
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: got {value}; must be >= 1")
     attack = attack_from_args(args)
     proto = protocol_config(attack)
     external = getattr(args, "model", None)
     if external:
-        loaded = load_external_model(external, getattr(args, "weights", None), "cpu")
         if not args.out:
             raise ConfigError("--out: required with --model (where to write the result JSON)")
+        if getattr(args, "checkpoint", None) not in (None, "best") or getattr(args, "branch", None):
+            raise ConfigError("--checkpoint / --branch: go with a robustlab run, not with --model")
+        loaded = load_external_model(external, getattr(args, "weights", None), "cpu")
     else:
         if getattr(args, "weights", None):
             raise ConfigError("--weights: goes with --model package.module:builder")
@@ -61,17 +75,27 @@ def run_eval(args, log=lambda s: None) -> dict:
         ckpt_path = Path(loaded.source)
         base = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
         dest = base / "eval" / f"{ckpt_path.stem}-{protocol_name(stages)}-{norm_v}-eps{eps_v:.5g}-n{len(y)}.json"
-    if dest.is_dir():
-        raise ConfigError(f"--out: {dest} is a folder; give a .json file path")
     loaded, branches = select_branch(loaded, getattr(args, "branch", None))
     if branches and branches["evaluated"] != branches["deployed"] and not args.out:
         dest = dest.with_name(dest.stem + f"-{branches['evaluated']}-branch.json")
+    target = eval_target(loaded)
+    force = bool(getattr(args, "force", False))
+    check_out_file(dest, "--out", "eval", target, owned="eval", companions=(".md",), force=force)
+    state = dest.with_suffix(".state.json")
+    if force:
+        for old in (dest, dest.with_suffix(".md"), state):
+            if old.exists():
+                log(f"--force: replacing {old}")
+                old.unlink()
     res = evaluate_model(loaded, x, y, data=dataset, attack=attack, eps=eps, norm=args.norm,
                          sanity=getattr(args, "sanity", 0), batch_size=args.batch_size, precision=args.precision,
-                         device=args.device, state_path=dest.with_suffix(".state.json"), log=log)
+                         device=args.device, state_path=state, log=log)
     if branches:
         branches["clean_acc"] = branch_clean_accuracy(branches.pop("model"), x, y, branches["all"], args.batch_size)
         res["split_bn"] = branches
+    if loaded.config is None:
+        res["weights"] = loaded.weights
+    res["written_by"] = stamp("eval", target)
     return write_result(res, dest)
 
 

@@ -22,7 +22,8 @@ from robustlab.core.weights import write_safetensors
 from robustlab.data import build_data
 from robustlab.eval.library import eps_text
 from robustlab.report.evals import run_evaluations
-from robustlab.eval.loading import EXPORT_FORMAT, LoadedModel, load_exported, load_run_model  # noqa: F401
+from robustlab.core.outputs import check_out_file, stamp
+from robustlab.eval.loading import EXPORT_FORMAT, LoadedModel, load_exported, load_run_model, resolve_checkpoint  # noqa: F401
 
 ROBUSTBENCH_KEYS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                     "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote", "threat_model")
@@ -56,14 +57,28 @@ def _plain(obj):
 
 
 def export_safetensors(run: str | Path, out: str | Path, which: str = "best") -> dict:
+    target = str(resolve_checkpoint(Path(run), which).absolute())
+    out = check_out_file(out, "--out", "export", target, suffixes=(".safetensors",), owned="export",
+                         companions=(".json",), stamp_suffix=".json")
     loaded = load_run_model(run, which, "cpu")
-    info = export_info(loaded, which)
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"--out: got {out}; a safetensors export ends in .safetensors")
+    info = {**export_info(loaded, which), "written_by": stamp("export", target)}
     write_safetensors(out, loaded.model.state_dict(), {"robustlab": json.dumps(info)})
     write_json(out.with_suffix(".json"), info)
     return {"weights": str(out), "info": str(out.with_suffix(".json"))}
+
+
+def check_robustbench_out(dest: str | Path, run: str | Path, which: str) -> Path:
+    """A RobustBench model-info file may replace only a file of exactly that shape (RobustBench's own keys, nothing
+    added, so none can carry a stamp): anything else at ``dest`` is refused as any command's output is."""
+    dest = Path(dest)
+    shaped = False
+    if dest.is_file():
+        try:
+            shaped = set(json.loads(dest.read_text())) == set(ROBUSTBENCH_KEYS)
+        except (ValueError, TypeError):
+            shaped = False
+    return check_out_file(dest, "--out", "export", str(resolve_checkpoint(Path(run), which).absolute()), owned="export",
+                          force=shaped)
 
 
 def newest_autoattack(run: Path, which: str) -> dict:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from robustlab.config import DataConfig
+from robustlab.core.digest import tensors_digest, weights_digest
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import write_json, write_text
 from robustlab.core.runtime import autocast_factory, resolve_device
@@ -113,7 +114,8 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
     net = loaded.model.to(dev)
     x, y = x.to(dev), y.to(dev)
     name = protocol_name(stages)
-    key = {"checkpoint": loaded.source, "epoch": loaded.epoch, "eps": eps, "norm": norm}
+    key = {"checkpoint": loaded.source, "epoch": loaded.epoch, "model": loaded.name, "eps": eps, "norm": norm,
+           "weights": weights_digest(net), "points": tensors_digest([x, y])}   # content, not file names
     t0 = time.perf_counter()
     res = run_cascade(net, x, y, stages, state_path, key, chunk=batch_size, batch_size=batch_size,
                       autocast=autocast_factory(precision, dev, key="--precision"), log=log)

@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import pickle
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ class LoadedModel:
     epoch: int | None = None
     config: Config | None = None    # a robustlab run's config (None for an external model)
     name: str = ""              # the model's name in reports
+    weights: str | None = None  # an external model's weights file, or "none" (--weights none)
 
 
 def resolve_checkpoint(path: Path, which: str) -> Path:
@@ -54,7 +57,12 @@ def resolve_checkpoint(path: Path, which: str) -> Path:
     if path.is_dir():
         ckpt = path / "checkpoints" / f"{which}.pt"
         if not ckpt.is_file():
-            raise ConfigError(f"{path}: no checkpoints/{which}.pt; is this a robustlab run folder?")
+            if not (path / "config.yaml").is_file():
+                raise ConfigError(f"{path}: not a robustlab run folder (no config.yaml)")
+            if which == "swa":
+                raise ConfigError(f"--checkpoint swa: {path} has no SWA model (trained without train.swa, or stopped "
+                                  "before averaging began); use best or last")
+            raise ConfigError(f"--checkpoint {which}: {path} has no checkpoints/{which}.pt (no epoch finished yet?)")
         return ckpt
     if not path.is_file():
         raise ConfigError(f"{path}: not found; expected a run folder or a checkpoint file")
@@ -69,44 +77,96 @@ def load_run_model(path: str | Path, which: str = "best", device: str | torch.de
     ckpt_path = resolve_checkpoint(Path(path), which)
     try:
         ckpt = load_checkpoint(ckpt_path)
-    except Exception as exc:
-        raise ConfigError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    except pickle.UnpicklingError as exc:       # a pickle with code in it: torch refused to run it
+        raise ConfigError(f"{ckpt_path}: refused: it holds Python objects other than tensors ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     raw = ckpt["config"] if ckpt.get("format") != 1 else migrate_format1(ckpt["config"])   # written before the redesign
     cfg = config_from_dict(raw)
     data = build_data(cfg.data, cfg.seed)
     model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise ConfigError(f"{ckpt_path}: its weights do not fit the model its config describes "
-                          f"({str(exc).strip().splitlines()[-1].strip()})") from None
+    load_state_strictly(model, ckpt["model"], f"{ckpt_path}: its weights do not fit the model its config describes")
     return LoadedModel(model.to(device).eval(), str(ckpt_path), ckpt.get("epoch"), cfg, cfg.model.name)
 
 
-def load_external_model(entry: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """``"package.module:builder"`` -> builder() with the weights file loaded (strictly) into it, in eval mode."""
+NO_WEIGHTS = "none"   # --weights none: the builder's own initialisation, said so in the result
+
+
+def import_entry(entry: str, flag: str = "--model"):
+    """The callable ``builder`` of ``"package.module:builder"``. The working directory is on the import path, as for
+    ``python -m`` (a ``mynets.py`` in the folder the command runs from imports as ``mynets``)."""
+    import sys
     module_name, sep, attr = entry.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"--model: got {entry!r}; expected package.module:builder")
+        raise ConfigError(f"{flag}: got {entry!r}; expected package.module:builder")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"--model: cannot import {module_name!r} ({exc})") from None
+        raise ConfigError(f"{flag}: cannot import {module_name!r} from {Path.cwd()} or the installed packages "
+                          f"({exc})") from None
     builder = getattr(module, attr, None)
     if not callable(builder):
-        raise ConfigError(f"--model: {module_name!r} has no callable {attr!r}")
-    model = builder()
+        raise ConfigError(f"{flag}: {module_name!r} has no callable {attr!r}")
+    return builder
+
+
+def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
+    """What keeps ``state`` from loading strictly into ``model``, in one line (missing and unexpected keys, the
+    first shape mismatch), or None when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state and torch.is_tensor(state[k]) and tuple(state[k].shape) != tuple(v.shape)]
+
+    def names(keys):
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    parts = ([f"missing {len(missing)} key(s): {names(missing)}"] if missing else []) + \
+            ([f"unexpected {len(unexpected)} key(s): {names(unexpected)}"] if unexpected else []) + \
+            ([f"{shapes[0][0]} has shape {list(shapes[0][1])} in the file, {list(shapes[0][2])} in the model"
+              + (f" (and {len(shapes) - 1} more shape mismatches)" if len(shapes) > 1 else "")] if shapes else [])
+    return "; ".join(parts) or None
+
+
+def load_state_strictly(model: nn.Module, state: dict, what: str) -> None:
+    """``model.load_state_dict(state)`` with a one-line ConfigError naming the keys and shapes that do not fit."""
+    problem = state_dict_mismatch(model, state)
+    if problem is None:
+        try:
+            model.load_state_dict(state)
+            return
+        except RuntimeError as exc:
+            problem = str(exc).strip().splitlines()[-1].strip()
+    raise ConfigError(f"{what} ({problem})")
+
+
+def load_external_model(entry: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                        flag: str = "--weights") -> LoadedModel:
+    """``"package.module:builder"`` -> builder() with the weights file loaded (strictly) into it, in eval mode.
+    ``weights`` is required: a file, or ``"none"`` for the builder's own initialisation (recorded as such)."""
+    module_name, sep, attr = entry.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--model: got {entry!r}; expected package.module:builder")
+    if weights is None:
+        raise ConfigError(f"{flag}: required with a model defined elsewhere (a .safetensors file or a torch state "
+                          f"dict); give {flag} none to evaluate the builder's freshly initialised network")
+    builder = import_entry(entry)
+    try:
+        model = builder()
+    except Exception as exc:
+        raise ConfigError(f"--model: {entry}() failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                          "the builder is called with no arguments: wrap it, e.g. def build(): return Net(depth=18)") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--model: {entry} returned a {type(model).__name__}, not a torch.nn.Module")
-    source = entry
-    if weights is not None:
-        try:
-            model.load_state_dict(read_weights(weights))
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"--weights: {weights} does not fit {entry} ({first})") from None
+    if str(weights) == NO_WEIGHTS:
+        source = f"{entry} (no weights: the builder's initialisation)"
+    else:
+        load_state_strictly(model, read_weights(weights), f"{flag}: {weights} does not fit {entry}")
         source = str(weights)
-    return LoadedModel(model.to(device).eval(), source, None, None, entry)
+    loaded = LoadedModel(model.to(device).eval(), source, None, None, entry)
+    return dataclasses.replace(loaded, weights="none" if str(weights) == NO_WEIGHTS else str(weights))
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -128,11 +188,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Loade
     cfg = config_from_dict(info["config"])
     norm = info["normalization"]
     model = build_model(cfg.model, tuple(info["input_shape"]), info["num_classes"], tuple(norm["mean"]), tuple(norm["std"]))
-    try:
-        model.load_state_dict(read_weights(path))
-    except RuntimeError as exc:
-        raise ConfigError(f"{path}: its weights do not fit the model its JSON describes "
-                          f"({str(exc).strip().splitlines()[-1].strip()})") from None
+    load_state_strictly(model, read_weights(path), f"{path}: its weights do not fit the model its JSON describes")
     return LoadedModel(model.to(device).eval(), str(path), info.get("epoch"), cfg, cfg.model.name)
 
 

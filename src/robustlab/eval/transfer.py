@@ -41,15 +41,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
 
 from robustlab.attacks.accuracy import predict
 from robustlab.attacks.transfer import DIConfig, TIConfig, TransferAttack
+from robustlab.core.digest import weights_digest
 from robustlab.core.errors import ConfigError
+from robustlab.core.outputs import check_out_folder
 from robustlab.core.io import read_json, save_torch, load_torch, write_json, write_text
 from robustlab.core.layout import is_study_dir, load_manifest, trial_dir
 from robustlab.core.progress import Progress
 from robustlab.core.schema import build, resolve, spec
+from robustlab.core.yamlio import read_yaml
 from robustlab.eval.library import test_points
 from robustlab.eval.loading import LoadedModel, load_external_model, load_run_model
 
@@ -134,12 +136,7 @@ class TransferStudyConfig:
 
 def load_transfer_study(path: str | Path) -> TransferStudyConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"transfer study file {path}: not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ConfigError(f"transfer study file {path}: not valid YAML") from None
+    raw = read_yaml(path, "transfer study file")
     if not isinstance(raw, dict):
         raise ConfigError(f"transfer study file {path}: expected a mapping")
     cfg = build(TransferStudyConfig, raw)
@@ -228,10 +225,21 @@ class TransferStudy:
         return body
 
     def prepare(self) -> None:
+        """Record the expansion and a digest of every model's weights; a folder holding another study, or crafted
+        and judged with weights that have since changed (a run retrained in place), is refused naming the models."""
+        check_out_folder(self.out, "--out", "transfer study", "transfer.json")
         path = self.out / "transfer.json"
         manifest = self.manifest()
-        if path.is_file() and read_json(path).get("fingerprint") != manifest["fingerprint"]:
+        old = read_json(path) if path.is_file() else None
+        if old is not None and old.get("fingerprint") != manifest["fingerprint"]:
             raise ConfigError(f"{self.out}: holds a different transfer study; choose another --out")
+        manifest["weights"] = {e.key: weights_digest(self.model(e)) for e in self.surrogates + self.targets}
+        stored = (old or {}).get("weights") or {}
+        changed = [f"{e.key} ({e.label})" for e in self.surrogates + self.targets
+                   if stored.get(e.key) not in (None, manifest["weights"][e.key])]
+        if changed:
+            raise ConfigError(f"{self.out}: the weights of {', '.join(changed)} changed since this study crafted and "
+                              "judged with them; choose another --out (or delete the folder to start over)")
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(path, manifest)
 

@@ -11,10 +11,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, read_jsonl, write_text
+from robustlab.core.yamlio import read_yaml
 from robustlab.diagnostics import collapse_verdict_in_metrics
 from robustlab.report.evals import EVAL_HEADER, eval_rows, run_evaluations, sanity_summary
 from robustlab.report.format import INT, PCT, SECONDS, fmt, html_page, html_table, kind_of, md_table, spread
@@ -37,13 +36,15 @@ class RunRecord:
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
-    config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    config = read_yaml(cfg_path, "config file") if cfg_path.is_file() else {}
+    if not isinstance(config or {}, dict):
+        raise ConfigError(f"{cfg_path}: damaged, not a config mapping")
     res_path = run_dir / "results.json"
-    try:
-        metrics = read_jsonl(run_dir / "metrics.jsonl")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return RunRecord(run_dir, config or {}, metrics, read_json(res_path) if res_path.is_file() else {})
+    metrics = read_jsonl(run_dir / "metrics.jsonl")       # damage (a torn line) is a one-line error, nothing written
+    results = read_json(res_path) if res_path.is_file() else {}
+    if not isinstance(results, dict):
+        raise ConfigError(f"{res_path}: damaged, not a results mapping")
+    return RunRecord(run_dir, config or {}, metrics, results)
 
 
 def _plt():

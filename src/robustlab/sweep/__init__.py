@@ -13,6 +13,7 @@ from typing import Callable
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
+from robustlab.core.outputs import check_out_folder
 from robustlab.sweep.study import Study, Trial, expand_study, load_study
 from robustlab.report.table import study_rows, write_study_table
 from robustlab.core.layout import DONE, trial_dir, trial_status
@@ -60,6 +61,9 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     workers = study.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: got {workers}; must be >= 1")
+    if address is not None and backend != "ray":
+        raise ConfigError(f"--address: goes with --backend ray (got --backend {backend})")
+    check_out_folder(out, "--out", "study", "study.json")
     prepare_study_dir(study, out)
     # the most expensive trials first (attack steps x epochs), so that workers finish together
     # finished and diverged trials are done (a diverged run would replay its last epoch and diverge again);

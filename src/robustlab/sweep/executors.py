@@ -143,7 +143,8 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
     address needs Ray's client (``ray[client]``, in the ``ray`` extra); ``host:port`` must accept a connection
     within ``timeout`` seconds. ``auto`` and ``local`` are left to Ray."""
     import importlib.util
-    import socket
+
+    from robustlab.core.net import unreachable
     if address in ("auto", "local"):
         return
     target = address
@@ -155,11 +156,10 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
     host, sep, port = target.rstrip("/").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"--address: got {address!r}; expected HOST:PORT, ray://HOST:PORT or auto")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(f"--address: no Ray cluster answers at {target} ({exc.strerror or type(exc).__name__} within "
-                          f"{timeout:.0f} s); start one with `ray start --head` or drop --address for a local one") from None
+    why = unreachable(host, int(port), timeout)
+    if why is not None:
+        raise ConfigError(f"--address: no Ray cluster answers at {target} ({why}); start one with `ray start --head` "
+                          "or drop --address for a local one")
 
 
 def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | None, workers: int,

@@ -27,9 +27,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from robustlab.config import ConfigError, config_from_dict, load_config
+from robustlab.core.yamlio import read_yaml
 from robustlab.report.claims import parse_claims
 
 STUDY_KEYS = {"name", "title", "base", "overrides", "grid", "list", "resources", "workers", "claims"}
@@ -95,7 +94,7 @@ def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Stu
     base = raw.get("base", {})
     if isinstance(base, str):   # the file's own mapping (validated here): defaults resolve after the overrides
         load_config(base_dir / base)
-        base_cfg = yaml.safe_load((base_dir / base).read_text())
+        base_cfg = read_yaml(base_dir / base, "config file")
     elif isinstance(base, dict):
         base_cfg = base
     else:
@@ -144,10 +143,4 @@ def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Stu
 
 def load_study(path: str | Path) -> Study:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file {path}: not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ConfigError(f"study file {path}: not valid YAML") from None
-    return expand_study(raw, path.parent, str(path))
+    return expand_study(read_yaml(path, "study file"), path.parent, str(path))

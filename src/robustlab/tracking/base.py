@@ -13,6 +13,10 @@ from robustlab.core.schema import spec
 class TrackerConfig:
     name: str = spec("tensorboard")
 
+    def preflight(self, key: str) -> None:
+        """Checks that need the outside world (a server that answers), run by the trainer before any work; a
+        ConfigError here stops the run before it starts. Config validation (``check``) stays offline."""
+
 
 TRACKERS: Registry[type] = Registry("tracker", TrackerConfig)
 

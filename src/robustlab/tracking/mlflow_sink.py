@@ -31,15 +31,32 @@ class MLflowConfig(TrackerConfig):
         if importlib.util.find_spec("mlflow") is None:
             raise ConfigError(f"{key}name: 'mlflow' needs MLflow: pip install 'robustlab[mlflow]'")
 
+    def uri(self) -> str:
+        import os
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+    def preflight(self, key: str) -> None:
+        """An HTTP(S) tracking server must accept a connection within seconds (MLflow's client retries an
+        unreachable one for minutes: 270 s of silence measured)."""
+        from urllib.parse import urlsplit
+
+        from robustlab.core.net import unreachable
+        uri = self.uri()
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https"):
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        why = unreachable(parts.hostname or "", port)
+        if why is not None:
+            raise ConfigError(f"{key}tracking_uri: no MLflow server answers at {uri} ({why}); start it (mlflow server "
+                              "...) or drop the tracker")
+
 
 @TRACKERS.register("mlflow", MLflowConfig)
 class MLflowTracker(Tracker):
     def start(self, config: dict, resumed_after_epoch: int) -> None:
-        import os
-
         import mlflow
-        uri = (self.cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-               or f"sqlite:///{Path('mlflow.db').resolve()}")
+        uri = self.cfg.uri()
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         experiment = self.cfg.experiment or self.identity.study or "robustlab"
         found = self.client.get_experiment_by_name(experiment)
