@@ -46,6 +46,23 @@ def default_root() -> Path:
     return Path(os.environ.get("ROBUSTLAB_DATA", Path.home() / ".cache" / "robustlab" / "data"))
 
 
+def load(name: str, split: str = "test", root: str | Path | None = None):
+    """A registered data set's split as tensors, for use outside training::
+
+        x, y = robustlab.data.load("mnist5k", split="test")    # x: float in [0,1], (N, C, H, W); y: int64 labels
+
+    ``split``: ``train`` (the whole training split, no validation hold-out) or ``test``. ``root``: where the files of
+    a file-based set are (default ``$ROBUSTLAB_DATA``, else ``~/.cache/robustlab/data``)."""
+    from robustlab.core.errors import ConfigError
+    if name not in DATASETS:
+        raise ConfigError(f"data set: got {name!r}; allowed: {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"split: got {split!r}; allowed: train, test")
+    train, test, _ = DATASETS.get(name)(Path(root) if root else default_root())
+    chosen = train if split == "train" else test
+    return to_float(chosen.x), chosen.y
+
+
 def build_data(cfg, seed: int) -> DataBundle:
     """Read the data set ``cfg.name``, hold out the validation split, apply the configured intervention."""
     root = Path(cfg.root) if cfg.root else default_root()
@@ -64,5 +81,5 @@ def build_data(cfg, seed: int) -> DataBundle:
     return DataBundle(cfg.name, train, val, test, num_classes, mean, std, original)
 
 
-__all__ = ["DATASETS", "Batch", "DataBundle", "DataError", "DeviceLoader", "ImageSet", "build_data",
+__all__ = ["DATASETS", "Batch", "DataBundle", "DataError", "DeviceLoader", "ImageSet", "build_data", "load",
            "class_carriers", "inject_carriers", "split_validation", "subset_training", "to_float"]

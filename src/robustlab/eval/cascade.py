@@ -113,8 +113,18 @@ class AutoAttackStage:
             classes = model(x[:1]).shape[1]
         if classes - 1 < adversary.apgd_targeted.n_target_classes:   # fewer than 10 classes: all other classes
             adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = classes - 1
-        with attack_mode(model, "eval"):   # the reference code calls the model as it finds it
-            _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        calls = [0]
+
+        def count(*_):                  # progress: the reference code runs a whole chunk in one call
+            calls[0] += 1
+            if on_step is not None:
+                on_step(-1, calls[0])
+        hook = model.register_forward_hook(count)
+        try:
+            with attack_mode(model, "eval"):   # the reference code calls the model as it finds it
+                _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        finally:
+            hook.remove()
         return y_adv.to(y.device) != y
 
 
@@ -132,10 +142,20 @@ def _unflags(s: str) -> torch.Tensor:
 
 def _step_reporter(progress: Progress, stage, points: int, chunk_no: int, chunks: int, log, every: float):
     """Inside a chunk: a line at most every ``every`` seconds with the restart and step and the stage's ETA
-    (steps of this chunk count as fractions of its points)."""
+    (steps of this chunk count as fractions of its points); for a stage run by outside code in one call (an
+    AutoAttack component), the forward passes it has made so far."""
     per_point = getattr(stage, "steps_per_point", None)
     if per_point is None:
-        return None
+        last = [progress.clock()]
+
+        def on_forward(_, calls: int) -> None:
+            now = progress.clock()
+            if now - last[0] < every:
+                return
+            last[0] = now
+            log(f"{stage.name}: chunk {chunk_no}/{chunks} ({points} points), {calls} forward passes so far, "
+                f"{duration(now - progress.start)} elapsed")
+        return on_forward
     total_steps = per_point()
     steps = {"last": progress.clock()}
 

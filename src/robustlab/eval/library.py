@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from robustlab.attacks.modes import attack_mode
 from robustlab.config import DataConfig
 from robustlab.core.digest import tensors_digest, weights_digest
 from robustlab.core.errors import ConfigError
@@ -69,6 +70,28 @@ def test_points(data, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor
     return to_float(bundle.test.x[:n]), bundle.test.y[:n], cfg.name
 
 
+def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dataset: str, name: str) -> None:
+    """One forward pass on the first point, before any attack: a model that fails on these inputs (a 1-channel
+    network on colour images) or does not return one logit per class is a one-line error naming the input shape the
+    data set gives and what the model did."""
+    if not len(y):
+        return
+    shape = "x".join(map(str, x.shape[1:]))
+    try:
+        with torch.no_grad(), attack_mode(model, "eval"):
+            out = model(x[:1])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"--model: {name} fails on {dataset} inputs (each {shape}, values in [0,1]): "
+                          f"{type(exc).__name__}: {first}") from None
+    classes = int(y.max()) + 1
+    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != 1:
+        got = list(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ConfigError(f"--model: {name} returned {got} for one {dataset} input; expected logits of shape [1, classes]")
+    if out.shape[1] < classes:
+        raise ConfigError(f"--model: {name} returns {out.shape[1]} logits, but {dataset} has labels up to {classes - 1}")
+
+
 def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None, y: torch.Tensor | None = None, *,
                    data=None, n: int = 1000, attack: str | dict = "pgd", eps: float | str | None = None,
                    norm: str | None = None, sanity: int = 200, batch_size: int = 500, precision: str = "fp32",
@@ -113,6 +136,7 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
     n = len(y)
     net = loaded.model.to(dev)
     x, y = x.to(dev), y.to(dev)
+    check_model_fits(net, x, y, dataset, loaded.name)
     name = protocol_name(stages)
     key = {"checkpoint": loaded.source, "epoch": loaded.epoch, "model": loaded.name, "eps": eps, "norm": norm,
            "weights": weights_digest(net), "points": tensors_digest([x, y])}   # content, not file names
