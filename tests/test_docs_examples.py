@@ -29,3 +29,28 @@ def test_extending_examples_register_and_train(tmp_path, tiny_cfg, monkeypatch):
     tiny_cfg["method"]["clean_weight"] = 2
     with pytest.raises(ConfigError, match=r"method\.clean_weight: got 2; must be <= 1"):
         config_from_dict(tiny_cfg)
+
+
+def test_readme_outside_model_walkthrough_runs_as_written(tmp_path):
+    """README's walkthrough for a model defined elsewhere, run as a user would: a fresh shell (only HOME and PATH),
+    the venv activated, from the model's own folder; its printed figures are the ones README quotes."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("pyautoattack")
+    pytest.importorskip("safetensors")
+    pytest.importorskip("mlxtend")
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"  ```bash\n(  source ROBUSTLAB.*?)  ```\n", text, flags=re.S).group(1)
+    script = "\n".join(line[2:] for line in block.splitlines())
+    venv = Path(sys.executable).parent.parent          # the environment running this suite
+    script = script.replace("source ROBUSTLAB/.venv/bin/activate", f"source {venv}/bin/activate")
+    (tmp_path / "home").mkdir()
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=900,
+                          env={"HOME": str(tmp_path / "home"), "PATH": os.defpath}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"prints `\.\.\. clean [0-9.]+  robust [0-9.]+  \(AutoAttack, Linf eps=0\.3, n=50", text)
+    clean, robust = map(float, re.search(r"clean ([0-9.]+)  robust ([0-9.]+)  \(AutoAttack, Linf eps=0\.3, n=50",
+                                         proc.stdout.strip().splitlines()[-1]).groups())
+    assert clean >= 0.85 and robust <= 0.05          # README's figure, within what another CPU's kernels change
+    assert (tmp_path / "home" / "mymodels" / "aa.json").is_file()

@@ -104,3 +104,41 @@ def test_the_transfer_demo_config_is_valid():
     cfg = build(TransferStudyConfig, raw["transfer"])
     resolve(cfg)
     assert cfg.surrogates[0].epochs == [2, 10, 14, 30] and cfg.attacks[0].eps == pytest.approx(0.2)
+    assert [c.group for c in cfg.claims] == ["SAM@30", "SAM@30", "l-SAM@30", "SGD@14"] and cfg.min_target_accuracy == 0.8
+
+
+def test_claims_weak_targets_and_changed_weights(models, tmp_path):
+    """Claims over surrogate labels are counted pair by pair (same seed and kernel path) against a direct count;
+    a target below min_target_accuracy is flagged; a surrogate retrained in place is refused by name."""
+    import shutil
+    spec = yaml.safe_load(study_file(models).read_text())
+    spec["claims"] = [{"says": "SAM beats SGD", "group": "SAM", "versus": ["SGD"], "above": ["success_BIM_all"],
+                       "at_least": 0.5}]
+    spec["min_target_accuracy"] = 0.999
+    path = models / "claims.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    res = TransferStudy(load_transfer_study(path), tmp_path / "t", log=lambda s: None).run()
+    rows = {(r["label"], r["seed"]): r["success_BIM_all"] for r in res["surrogate_rows"]}
+    wins = sum(rows[("SAM", s)] > rows[("SGD", s)] for s in (0, 1))
+    (claim,) = res["claims"]
+    assert (claim["met"], claim["runs"], claim["holds"]) == (wins, 2, wins >= 1)
+    assert all(r["kernel_path"] for r in res["surrogate_rows"])
+    accuracy = res["target_accuracy"]
+    assert set(accuracy) == {"t000", "t001"} and all(0 <= a <= 1 for a in accuracy.values())
+    assert len(res["weak_targets"]) == sum(a < 0.999 for a in accuracy.values())
+    assert "Claim " in (tmp_path / "t" / "report" / "report.md").read_text()
+    # retrain one surrogate in place: its weights differ, and the study refuses to mix old and new examples
+    run = models / "sur" / "trials"
+    victim = sorted(p for p in run.iterdir() if p.is_dir())[0]
+    saved = victim.with_name("saved")
+    shutil.copytree(victim, saved)
+    try:
+        ckpt = torch.load(victim / "checkpoints" / "last.pt", weights_only=True)
+        ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+        torch.save(ckpt, victim / "checkpoints" / "last.pt")
+        from robustlab.config import ConfigError
+        with pytest.raises(ConfigError, match=r"the weights of s000 \(SGD\) changed"):
+            TransferStudy(load_transfer_study(path), tmp_path / "t", log=lambda s: None).run()
+    finally:
+        shutil.rmtree(victim)
+        saved.rename(victim)

@@ -54,6 +54,8 @@ from robustlab.core.schema import build, resolve, spec
 from robustlab.core.yamlio import read_yaml
 from robustlab.eval.library import test_points
 from robustlab.eval.loading import LoadedModel, load_external_model, load_run_model
+from robustlab.eval.transfer_claims import surrogate_rows, transfer_claims, weak_targets
+from robustlab.report.claims import Claim
 
 
 @dataclass
@@ -124,6 +126,10 @@ class TransferStudyConfig:
     chunk: int = spec(250, lo=1, doc="points crafted and stored per resumable chunk")
     batch_size: int = spec(250, lo=1)
     sharpness_points: int = spec(500, lo=0, doc="training points for each surrogate's sharpness (0: skip)")
+    min_target_accuracy: float = spec(0.8, lo=0.0, hi=1.0, doc="targets below this clean accuracy on the test split "
+                                      "are flagged in the results and the report")
+    claims: list[Claim] = spec(default_factory=list, doc="what the study must show (robustlab.eval.transfer_claims): "
+                        "[{says, group, versus, above, at_least}] over the surrogates' labels")
 
     def check(self, key: str) -> None:
         for what in ("surrogates", "targets"):
@@ -219,7 +225,9 @@ class TransferStudy:
 
     # ---- bookkeeping ----------------------------------------------------------------------------------------
     def manifest(self) -> dict:
-        body = {"config": asdict(self.cfg), "surrogates": [asdict(e) for e in self.surrogates],
+        """What was crafted and judged: the config without what only reads the results (claims, the target flag)."""
+        config = {k: v for k, v in asdict(self.cfg).items() if k not in ("claims", "min_target_accuracy")}
+        body = {"config": config, "surrogates": [asdict(e) for e in self.surrogates],
                 "targets": [asdict(e) for e in self.targets]}
         body["fingerprint"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return body
@@ -249,15 +257,18 @@ class TransferStudy:
         return self._models[entry.key].model
 
     # ---- the examples ----------------------------------------------------------------------------------------
+    def _data(self):
+        """The data set of the test points: the study's ``data``, else the first surrogate run's."""
+        if self.cfg.data is not None:
+            return self.cfg.data
+        first = next((e for e in self.surrogates if "run" in e.source), None)
+        if first is None:
+            raise ConfigError("data: required when no surrogate is a robustlab run")
+        return self._loaded(first).config.data
+
     def points(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The selected test points (indices recorded in points.json, so a resume uses the same ones)."""
-        data = self.cfg.data
-        if data is None:
-            first = next((e for e in self.surrogates if "run" in e.source), None)
-            if first is None:
-                raise ConfigError("data: required when no surrogate is a robustlab run")
-            data = self._loaded(first).config.data
-        x, y, name = test_points(data, 10 ** 9)
+        x, y, name = test_points(self._data(), 10 ** 9)
         path = self.out / "points.json"
         if path.is_file():
             idx = read_json(path)["indices"]
@@ -306,6 +317,18 @@ class TransferStudy:
     def adversarial(self, attack: TransferAttackConfig, s: Entry, n: int) -> torch.Tensor:
         return torch.cat([load_torch(self.adv_chunk(attack, s, c))["x_adv"]
                           for c in range(-(-n // self.cfg.chunk))])[:n]
+
+    def target_accuracy(self) -> dict[str, float]:
+        """Each target's clean accuracy on the whole test split (kept in judged/targets.json)."""
+        path = self.out / "judged" / "targets.json"
+        stored = read_json(path) if path.is_file() else {}
+        if all(t.key in stored for t in self.targets):
+            return {t.key: stored[t.key] for t in self.targets}
+        x, y, _ = test_points(self._data(), 10 ** 9)
+        out = {t.key: int((predict(self.model(t), x, self.cfg.batch_size).cpu() == y).sum()) / len(y)
+               for t in self.targets}
+        write_json(path, out)
+        return out
 
     def clean_correct(self, entry: Entry, x, y) -> torch.Tensor:
         path = self.out / "judged" / "clean" / f"{entry.key}.json"
@@ -372,11 +395,21 @@ class TransferStudy:
         self.craft(x, y)
         matrices = self.judge(x, y)
         sharp = self.sharpness()
+        accuracy = self.target_accuracy()
         results = {"name": self.cfg.name, "examples": self.cfg.examples, "n_examples": len(y),
                    "denominators": {"success_all": "all selected examples",
                                     "success_correct": "examples correct on both the surrogate and the target"},
                    "surrogates": [asdict(e) for e in self.surrogates], "targets": [asdict(e) for e in self.targets],
-                   "attacks": matrices, "sharpness": sharp}
+                   "attacks": matrices, "sharpness": sharp, "target_accuracy": accuracy,
+                   "min_target_accuracy": self.cfg.min_target_accuracy}
+        results["weak_targets"] = weak_targets(results["targets"], accuracy, self.cfg.min_target_accuracy)
+        results["surrogate_rows"] = surrogate_rows(results["surrogates"], matrices, sharp)
+        results["claims"] = transfer_claims(self.cfg.claims, results["surrogate_rows"])
+        for line in results["weak_targets"]:
+            self.log(f"FLAG {line}")
+        for c in results["claims"]:
+            self.log(f"claim {'HOLDS' if c['holds'] else 'does not hold'}: {c['says']}: {c['met']} of {c['runs']} "
+                     f"surrogates ({', '.join(f'{p} {k}/{n}' for p, (k, n) in c['paths'].items())})")
         write_json(self.out / "results.json", results)
         for label, m in matrices.items():
             for den in ("success_all", "success_correct"):

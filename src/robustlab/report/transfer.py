@@ -10,6 +10,9 @@ from robustlab.report.format import PCT, fmt, spread
 from robustlab.report.runs import _legend_below, _plt, _write_pages
 
 
+MARKERS = ("o", "s", "^", "D")
+
+
 def _mean(values):
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.fmean(vals) if vals else math.nan
@@ -22,6 +25,12 @@ def write_transfer_report(out: Path, results: dict) -> Path:
     sur, tar = results["surrogates"], results["targets"]
     sharp = results.get("sharpness", {})
     images, tables, findings = [], [], []
+    for c in results.get("claims") or []:          # what the study set out to show, counted, first
+        per = ", ".join(f"{p} {k}/{n}" for p, (k, n) in c["paths"].items())
+        findings.append(f"Claim {'HOLDS' if c['holds'] else 'does not hold'}: {c['says']}: {c['met']} of {c['runs']} "
+                        f"surrogates ({per}) [rule: {c['rule']}]")
+    for line in results.get("weak_targets") or []:
+        findings.append(f"FLAG: {line}.")
     findings.append(f"{len(sur)} surrogates x {len(tar)} targets on {results['n_examples']} examples "
                     f"({'correct on every target' if results['examples'] == 'correct_on_targets' else 'all test points'}); "
                     "success rate 'all' = the fraction of these examples the target misclassifies after the attack; "
@@ -64,12 +73,13 @@ def write_transfer_report(out: Path, results: dict) -> Path:
                            [[f"{s['key']} {s['label']}"] + [fmt(v, PCT) for v in m[den][i]] for i, s in enumerate(sur)]))
         if any(sharp.get(s["key"]) for s in sur):
             fig, ax = plt.subplots(figsize=(6, 4.4))
-            for group, idx in by_label.items():
+            for k, (group, idx) in enumerate(by_label.items()):
                 xs = [sharp.get(sur[i]["key"], {}).get("hessian_top_eig") for i in idx]
                 ys = [100 * _mean(rows[i]) for i in idx]
                 pts = [(a_, b_) for a_, b_ in zip(xs, ys) if a_ is not None]
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=group)
+                if pts:                  # one colour and marker per label (tab10 alone repeats after 10 labels)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], MARKERS[k // 10 % len(MARKERS)],
+                            color=plt.get_cmap("tab10")(k % 10), label=group)
             ax.set(xlabel="top Hessian eigenvalue of the training loss", ylabel="mean success over targets (%)",
                    title=f"{label}: transfer against sharpness (one point per surrogate)")
             ax.title.set_fontsize(9)
@@ -78,8 +88,10 @@ def write_transfer_report(out: Path, results: dict) -> Path:
             fig.savefig(report / name, dpi=90)
             plt.close(fig)
             images.append((f"{label}: mean success over targets against sharpness", name))
-    tables.append(("Models", ["key", "role", "label", "source"],
-                   [[e["key"], role, e["label"], " ".join(f"{k}={v}" for k, v in e["source"].items() if v is not None)]
+    accuracy = results.get("target_accuracy") or {}
+    tables.append(("Models (target accuracy: clean, on the whole test split)", ["key", "role", "label", "target accuracy (%)", "source"],
+                   [[e["key"], role, e["label"], fmt(accuracy[e["key"]], PCT) if e["key"] in accuracy else "",
+                     " ".join(f"{k}={v}" for k, v in e["source"].items() if v is not None)]
                     for role, group in (("surrogate", sur), ("target", tar)) for e in group]))
     links = [(f"matrix_{label}_{d}.csv", f"../matrix_{label}_{d}.csv") for label in results["attacks"] for d in ("all", "correct")]
     _write_pages(report, f"robustlab transfer study: {results['name']}", findings, images, tables, links)

@@ -1,0 +1,66 @@
+"""What a transfer study must show, counted as a study's claims are (robustlab.report.claims): each surrogate is a
+row with its label, seed, kernel path and figures, and a claim compares the rows of two labels paired by seed and
+kernel path::
+
+    claims:
+      - says: "SAM surrogates transfer better than fully trained SGD ones"
+        group: SAM@30
+        versus: [SGD@30]
+        above: [success_BIM_all]      # mean success over the targets, denominator: all selected examples
+        at_least: 0.8
+
+Columns per surrogate: ``success_<attack>_all`` and ``success_<attack>_correct`` (the mean over targets of each
+denominator) and, when measured, ``hessian_top_eig`` and ``hessian_trace``. Targets whose clean accuracy on the test
+split is below the study's ``min_target_accuracy`` are flagged: a weak target makes every surrogate look strong.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from robustlab.core.io import read_json
+from robustlab.report.claims import Claim, evaluate_claims
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+def run_facts(source: dict) -> dict:
+    """Seed and kernel path of a surrogate that is a robustlab run (from its env.json); {} for other models."""
+    run = source.get("run")
+    if not run:
+        return {}
+    env_path = Path(str(run).split("@")[0]) / "env.json"
+    env = read_json(env_path) if env_path.is_file() else {}
+    return {"seed": env.get("seed"), "kernel_path": (env.get("kernel_path") or {}).get("cpu_capability")}
+
+
+def surrogate_rows(surrogates: list[dict], matrices: dict, sharpness: dict) -> list[dict]:
+    """One row per surrogate: key, label, seed, kernel path, status, its mean success per attack and denominator,
+    its sharpness."""
+    rows = []
+    for i, s in enumerate(surrogates):
+        row = {"key": s["key"], "label": s["label"], "status": "finished", **run_facts(s["source"])}
+        for attack, m in matrices.items():
+            row[f"success_{attack}_all"] = _mean(m["success_all"][i])
+            row[f"success_{attack}_correct"] = _mean(m["success_correct"][i])
+        row.update(sharpness.get(s["key"], {}))
+        rows.append(row)
+    return rows
+
+
+def transfer_claims(claims: list[Claim], rows: list[dict]) -> list[dict]:
+    """The claims evaluated on the surrogate rows, as JSON-ready records."""
+    return [{"says": r["claim"].says, "holds": r["holds"], "met": r["met"], "runs": r["runs"],
+             "paths": {p: list(v) for p, v in r["paths"].items()}, "pending": r["pending"], "rule": r["claim"].rule()}
+            for r in evaluate_claims(claims, rows)]
+
+
+def weak_targets(targets: list[dict], accuracy: dict, minimum: float) -> list[str]:
+    """Lines naming the targets below ``minimum`` clean accuracy."""
+    return [f"target {t['key']} ({t['label']}) has {100 * accuracy[t['key']]:.1f} % clean accuracy on the test split, "
+            f"below the study's min_target_accuracy {100 * minimum:.0f} %: a weak target inflates transfer success"
+            for t in targets if t["key"] in accuracy and accuracy[t["key"]] < minimum]
