@@ -124,3 +124,18 @@ def test_progress_lines_per_chunk_and_per_step():
         assert "ETA" in chunk_lines[0]
     step_lines = [line for line in rest if "restart" in line]
     assert any("chunk 1/" in line and "restart 1/2, step 1/3" in line for line in step_lines)
+
+
+def test_autoattack_stage_reports_progress_inside_a_chunk():
+    """The reference code runs a chunk in one call: its forward passes are counted and reported at most every
+    ``progress_every`` seconds (0 here: every pass), and the verdicts are those of a run without reporting."""
+    pytest.importorskip("pyautoattack")
+    from robustlab.eval.cascade import AutoAttackStage
+    model, x, y = trained_synthetic_model()
+    lines = []
+    with_log = run_cascade(model, x[:24], y[:24], [AutoAttackStage("apgd-ce", 0.1)], log=lines.append,
+                           progress_every=0.0)
+    quiet = run_cascade(model, x[:24], y[:24], [AutoAttackStage("apgd-ce", 0.1)])
+    passes = [int(line.split(", ")[1].split()[0]) for line in lines if "forward passes so far" in line]
+    assert len(passes) >= 100 and passes == sorted(passes)          # APGD-CE: 100 iterations
+    assert torch.equal(with_log["robust"], quiet["robust"])
