@@ -112,8 +112,10 @@ def test_mnist_truncated_file_is_named(tmp_path):
         read_mnist(tmp_path)
 
 
-def test_image_folder(tmp_path):
+def test_image_folder(tmp_path, monkeypatch):
     from PIL import Image
+    from robustlab.data.decoded import fixed_order
+    monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))
     arrays = {}
     for split in ("train", "test"):
         for cls in ("cat", "dog"):
@@ -125,8 +127,11 @@ def test_image_folder(tmp_path):
                 arrays[(split, cls, i)] = a
     train, classes = read_image_folder(tmp_path, "train")
     assert classes == ["cat", "dog"] and train.x.shape == (4, 3, 8, 8)
-    assert train.y.tolist() == [0, 0, 1, 1]
-    assert torch.equal(train.x[2], torch.from_numpy(arrays[("train", "dog", 0)]).permute(2, 0, 1))
+    listing = [("cat", 0), ("cat", 1), ("dog", 0), ("dog", 1)]          # by class, then name
+    order = fixed_order(4).tolist()                                      # the tree's fixed order
+    assert train.y.tolist() == [0 if listing[i][0] == "cat" else 1 for i in order]
+    for k, i in enumerate(order):
+        assert torch.equal(train.x[k], torch.from_numpy(arrays[("train", *listing[i])]).permute(2, 0, 1))
     tr, te, k = DATASETS.get("imagefolder")(tmp_path)
     assert k == 2 and len(te) == 4
 

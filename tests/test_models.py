@@ -93,3 +93,20 @@ def test_new_families_take_small_images(shape):
     for name, kw in (("vgg", {"depth": 11, "width": 0.25}), ("mobilenet_v2", {"width": 0.25})):
         cfg = config_from_dict({"model": {"name": name, **kw}}).model
         assert build_model(cfg, shape, 10)(torch.rand(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["preact_resnet18", "resnet18"])
+def test_resnet18_width(name):
+    """A width multiplier scales every stage (64-128-256-512 x w); width 1 is the published network unchanged
+    (11.17 M parameters for 10 classes)."""
+    from robustlab.config import config_from_dict
+    from robustlab.models import build_model
+
+    def net(width):
+        cfg = config_from_dict({"model": {"name": name, "width": width}}).model
+        return build_model(cfg, (3, 32, 32), 10)
+    full, half, quarter = net(1.0), net(0.5), net(0.25)
+    count = [sum(p.numel() for p in m.parameters()) for m in (full, half, quarter)]
+    assert abs(count[0] - 11.17e6) < 0.01e6
+    assert 0.24 < count[1] / count[0] < 0.26 and 0.06 < count[2] / count[0] < 0.065     # ~ w^2
+    assert quarter[1].linear.in_features == 128 and half(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -177,6 +177,15 @@ def _cmd_transfer(args) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    from robustlab.data import default_root
+    from robustlab.data.download import download
+    root = Path(args.root) if args.root else default_root()
+    placed = download(args.name, root, args.mirror, log=lambda s: print(s, file=sys.stderr))
+    print(f"{args.name}: {len(placed)} file(s) or folder(s) in place under {root}")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from robustlab.listing import describe_registries
     print(describe_registries(args.kind))
@@ -284,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="study folder (default runs/transfer/<name>)")
     tr.set_defaults(func=_cmd_transfer)
 
+    da = sub.add_parser("data", help="data sets: `robustlab data download NAME` fetches the original files")
+    da_sub = da.add_subparsers(dest="data_command", required=True)
+    dd = da_sub.add_parser("download", help="fetch a data set's original files (published checksums checked; "
+                           "resumable; nothing half-written is ever read as data)")
+    dd.add_argument("name", help="cifar10, cifar100, svhn, mnist or fashion_mnist")
+    dd.add_argument("--root", default=None, help="data root (default $ROBUSTLAB_DATA, else ~/.cache/robustlab/data)")
+    dd.add_argument("--mirror", default=None, help="fetch every file from MIRROR/<file name> instead of the official "
+                    "addresses (a local copy)")
+    dd.set_defaults(func=_cmd_data)
+
     r = sub.add_parser("report", help="(re)write the report of a run folder or a study folder")
     r.add_argument("path", help="a run folder (config.yaml) or a study folder (study.json)")
     r.set_defaults(func=_cmd_report)
@@ -312,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     import signal
-    if args.command in ("train", "eval", "sweep", "demo", "transfer", "sharpness"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
+    if args.command in ("train", "eval", "sweep", "demo", "transfer", "sharpness", "data"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)

@@ -52,6 +52,8 @@ class DataConfig:
     root: typing.Optional[str] = spec(None, doc="folder with the on-disk files; default $ROBUSTLAB_DATA or ~/.cache/robustlab/data")
     val_size: int = spec(500, lo=0, doc="training images held out (seeded) for validation / early stopping")
     train_size: int = spec(0, lo=0, doc="train on a seeded subset of this many of the remaining images (0: all)")
+    train_per_class: int = spec(0, lo=0, doc="train on a seeded, balanced subset: this many remaining images of every "
+                                "class (0: all)")
     batch_size: int = spec(128, lo=1)
     eval_batch_size: int = spec(500, lo=1)
     crop_padding: int = spec(0, lo=0, doc="random crop with this zero padding (0: off)")
@@ -63,6 +65,8 @@ class DataConfig:
         from robustlab.data import DATASETS
         if self.name not in DATASETS:
             raise ConfigError(f"{key}name: got {self.name!r}; allowed: {', '.join(DATASETS)}")
+        if self.train_size and self.train_per_class:
+            raise ConfigError(f"{key}train_per_class: give train_size or train_per_class, not both")
 
 
 def _default_diagnostics() -> list:

@@ -13,11 +13,16 @@ from robustlab.data.dataset import DataBundle, DataError, ImageSet, channel_stat
 from robustlab.data.inject import class_carriers, inject_carriers
 from robustlab.data.loader import Batch, DeviceLoader
 from robustlab.data.labels import symmetric_noise
-from robustlab.data.splits import split_validation, subset_training
+from robustlab.data.splits import balanced_subset, split_validation, subset_training
 from robustlab.core.registry import Registry
 
 # name -> reader(root) -> (train, test, num_classes)
 DATASETS: Registry[Callable[[Path], tuple[ImageSet, ImageSet, int]]] = Registry("data set")
+
+
+def _log(line: str) -> None:
+    import sys
+    print(line, file=sys.stderr)
 
 
 def _register(name: str, classes: int, fn):
@@ -32,6 +37,7 @@ _register("fashion_mnist", 10, lambda root: readers.read_mnist(root, "fashion_mn
 _register("mnist5k", 10, lambda root: offline.read_mnist5k())
 _register("digits", 10, lambda root: offline.read_digits())
 _register("synthetic", 4, lambda root: offline.make_synthetic())
+_register("cifar10_jpeg", 10, lambda root: readers.read_cifar10_jpeg(root, log=_log))
 _register("synthetic_cifar", 10, lambda root: offline.make_synthetic(2048, 512, 10, (3, 32, 32)))
 
 
@@ -69,6 +75,7 @@ def build_data(cfg, seed: int) -> DataBundle:
     train, test, num_classes = DATASETS.get(cfg.name)(root)
     train, val = split_validation(train, cfg.val_size, seed) if cfg.val_size else (train, test.subset(slice(0, 0)))
     train = subset_training(train, cfg.train_size, seed)
+    train = balanced_subset(train, getattr(cfg, "train_per_class", 0), seed)
     mean, std = channel_stats(train.x)
     if cfg.inject.kind != "none":
         carriers = class_carriers(num_classes, tuple(train.x.shape[1:]))

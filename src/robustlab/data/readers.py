@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from robustlab.data.dataset import DataError, ImageSet
+from robustlab.data.decoded import load_tree
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -71,8 +72,9 @@ def _cifar_batch(path: Path, label_key: str, what: str) -> tuple[np.ndarray, np.
 def read_cifar10(root: str | Path) -> tuple[ImageSet, ImageSet]:
     base = Path(root) / "cifar-10-batches-py"
     what = "a CIFAR-10 python batch (cifar-10-python.tar.gz extracted under the data root)"
-    parts = [_cifar_batch(_require(base / f"data_batch_{i}", what, CIFAR_URL), "labels", what) for i in range(1, 6)]
-    test = _cifar_batch(_require(base / "test_batch", what, CIFAR_URL), "labels", what)
+    how = f"`robustlab data download cifar10` (or {CIFAR_URL})"
+    parts = [_cifar_batch(_require(base / f"data_batch_{i}", what, how), "labels", what) for i in range(1, 6)]
+    test = _cifar_batch(_require(base / "test_batch", what, how), "labels", what)
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     return (ImageSet(torch.from_numpy(train_x), torch.from_numpy(train_y)),
@@ -84,7 +86,8 @@ def read_cifar100(root: str | Path) -> tuple[ImageSet, ImageSet]:
     what = "a CIFAR-100 python file (cifar-100-python.tar.gz extracted under the data root)"
     out = []
     for split in ("train", "test"):
-        x, y = _cifar_batch(_require(base / split, what, CIFAR_URL), "fine_labels", what)
+        x, y = _cifar_batch(_require(base / split, what, f"`robustlab data download cifar100` (or {CIFAR_URL})"),
+                            "fine_labels", what)
         out.append(ImageSet(torch.from_numpy(x), torch.from_numpy(y)))
     return out[0], out[1]
 
@@ -98,7 +101,7 @@ def read_svhn(root: str | Path) -> tuple[ImageSet, ImageSet]:
     base = _layout([Path(root) / "svhn", Path(root)], "train_32x32.mat")
     for split in ("train", "test"):
         path = _require(base / f"{split}_32x32.mat", f"SVHN {split}_32x32.mat (cropped digits) in {Path(root) / 'svhn'} "
-                        "or at the data root (torchvision's layout)", SVHN_URL)
+                        "or at the data root (torchvision's layout)", f"`robustlab data download svhn` (or {SVHN_URL})")
         try:
             mat = loadmat(str(path))
         except Exception as exc:
@@ -142,8 +145,9 @@ def _find_idx(base: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (base / name).is_file():
             return base / name
+    command = "fashion_mnist" if "fashion" in str(base).lower() else "mnist"
     raise DataError(f"{base / stem}: not found (nor .gz); expected the MNIST idx file (torchvision's <root>/MNIST/raw/ "
-                    f"layout is read too); get it from {MNIST_URL}")
+                    f"layout is read too); get it with `robustlab data download {command}` (or from {MNIST_URL})")
 
 
 TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -173,16 +177,11 @@ def read_mnist(root: str | Path, folder: str = "mnist") -> tuple[ImageSet, Image
     return out[0], out[1]
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
-
-
 def read_image_folder(root: str | Path, split: str, classes: list[str] | None = None,
-                      size: int | None = None) -> tuple[ImageSet, list[str]]:
-    """``root/split/<class>/<image>`` into one uint8 tensor; RGB; resized to ``size`` if given."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("ImageFolder needs pillow: pip install 'robustlab[formats]'") from None
+                      size: int | None = None, name: str = "imagefolder", strict_rgb: bool = False,
+                      log=lambda s: None) -> tuple[ImageSet, list[str]]:
+    """``root/split/<class>/<image>`` into one uint8 tensor (RGB; resized to ``size`` if given), decoded once and
+    cached, in the tree's fixed order (robustlab.data.decoded)."""
     base = Path(root) / split
     if not base.is_dir():
         raise DataError(f"{base}: not found; expected an ImageFolder tree {base}/<class>/<image>")
@@ -190,23 +189,39 @@ def read_image_folder(root: str | Path, split: str, classes: list[str] | None = 
         classes = sorted(p.name for p in base.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{base}: no class folders; expected {base}/<class>/<image>")
-    xs, ys = [], []
-    for label, cls in enumerate(classes):
-        files = sorted(p for p in (base / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    if size is not None and im.size != (size, size):
-                        im = im.resize((size, size), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except Exception as exc:
-                raise DataError(f"{f}: unreadable image ({type(exc).__name__}: {exc})") from None
-            if xs and arr.shape != xs[0].shape:
-                raise DataError(f"{f}: size {arr.shape[:2]} differs from {xs[0].shape[:2]}; set an image size to resize")
-            xs.append(arr)
-            ys.append(label)
-    if not xs:
-        raise DataError(f"{base}: no images with suffix {sorted(IMAGE_SUFFIXES)}")
-    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(x, torch.tensor(ys, dtype=torch.int64)), classes
+    x, y = load_tree(base, classes, f"{name}-{split}", size, strict_rgb, log)
+    return ImageSet(x, y), classes
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_JPEG_FOLDER = "cifar10-jpeg"
+
+
+def cifar10_jpeg_tree(root: str | Path) -> Path:
+    """The tree: ``root`` itself when it holds train/ and test/, else ``root/cifar10-jpeg``."""
+    root = Path(root)
+    for base in (root, root / CIFAR10_JPEG_FOLDER):
+        if (base / "train").is_dir() and (base / "test").is_dir():
+            return base
+    raise DataError(f"{root / CIFAR10_JPEG_FOLDER}: not found; cifar10_jpeg reads a JPEG copy of CIFAR-10 laid out as "
+                    "cifar10-jpeg/{train,test}/<class>/<image> (data.root or $ROBUSTLAB_DATA names the folder holding "
+                    "it); for the original files use data.name cifar10 and `robustlab data download cifar10`")
+
+
+def read_cifar10_jpeg(root: str | Path, log=lambda s: None) -> tuple[ImageSet, ImageSet]:
+    """CIFAR-10 as one JPEG file per image (name it "CIFAR-10 (JPEG copy)" in every figure: JPEG is lossy, about
+    6/255 mean absolute difference from the original). The class folders must be CIFAR-10's ten classes, which give
+    the labels in CIFAR-10's order; every image must be a 32x32 RGB image."""
+    base = cifar10_jpeg_tree(root)
+    out = []
+    for split in ("train", "test"):
+        found = sorted(p.name for p in (base / split).iterdir() if p.is_dir())
+        missing = [c for c in CIFAR10_CLASSES if c not in found]
+        extra = [c for c in found if c not in CIFAR10_CLASSES]
+        if missing or extra:
+            what = (f"missing class folder(s) {', '.join(missing)}" if missing else "") + \
+                   ("; " if missing and extra else "") + (f"unexpected folder(s) {', '.join(extra)}" if extra else "")
+            raise DataError(f"{base / split}: {what}; expected CIFAR-10's classes {', '.join(CIFAR10_CLASSES)}")
+        images, _ = read_image_folder(base, split, CIFAR10_CLASSES, 32, "cifar10_jpeg", True, log)
+        out.append(images)
+    return out[0], out[1]

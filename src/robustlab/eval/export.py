@@ -35,7 +35,8 @@ def architecture_name(model_cfg) -> str:
              "wong_mnist": "CNN (Wong et al., 2020, MNIST)"}
     if model_cfg.name == "wide_resnet":
         return f"WideResNet-{model_cfg.depth}-{model_cfg.widen}"
-    return named.get(model_cfg.name, model_cfg.name)
+    width = getattr(model_cfg, "width", 1.0)
+    return named.get(model_cfg.name, model_cfg.name) + (f" (width {width:g})" if width != 1.0 else "")
 
 
 def export_info(loaded: LoadedModel, which: str) -> dict:

@@ -83,6 +83,12 @@ class ResNetConfig(ModelConfig):
 
 
 @dataclass
+class ResNet18Config(ResNetConfig):
+    width: float = spec(1.0, lo=0.0, lo_open=True, doc="channel multiplier of the stage widths 64-128-256-512 "
+                        "(CPU scale: 0.25 or 0.5)")
+
+
+@dataclass
 class WideResNetConfig(ResNetConfig):
     depth: int = spec(28, lo=10, doc="WideResNet depth (6n+4)")
     widen: int = spec(10, lo=1, doc="WideResNet widening factor")
@@ -107,8 +113,9 @@ class MobileNetV2Config(ResNetConfig):
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelConfig)
 MODELS.register("wong_mnist")(lambda cfg, c, k, s: WongMNISTNet(c, k, s))
 MODELS.register("small_cnn")(lambda cfg, c, k, s: SmallCNN(c, k, s))
-MODELS.register("preact_resnet18", ResNetConfig)(lambda cfg, c, k, s: PreActResNet18(c, k, norm_factory(cfg.norm_layer)))
-MODELS.register("resnet18", ResNetConfig)(lambda cfg, c, k, s: ResNet18(c, k, norm_factory(cfg.norm_layer)))
+MODELS.register("preact_resnet18", ResNet18Config)(
+    lambda cfg, c, k, s: PreActResNet18(c, k, norm_factory(cfg.norm_layer), cfg.width))
+MODELS.register("resnet18", ResNet18Config)(lambda cfg, c, k, s: ResNet18(c, k, norm_factory(cfg.norm_layer), cfg.width))
 MODELS.register("wide_resnet", WideResNetConfig)(
     lambda cfg, c, k, s: WideResNet(c, k, cfg.depth, cfg.widen, cfg.dropout, norm_factory(cfg.norm_layer)))
 MODELS.register("vgg", VGGConfig)(lambda cfg, c, k, s: VGG(c, k, cfg.depth, cfg.width, norm_factory(cfg.norm_layer)))

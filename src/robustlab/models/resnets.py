@@ -65,14 +65,20 @@ def _stages(block, widths, blocks, strides, cin, norm_layer: NormLayer):
     return layers
 
 
+def stage_widths(width: float) -> list[int]:
+    """ResNet-18's four stage widths 64, 128, 256, 512 times ``width`` (rounded, at least 4)."""
+    return [max(4, int(round(c * width))) for c in (64, 128, 256, 512)]
+
+
 class PreActResNet18(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d):
+    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d, width: float = 1.0):
         super().__init__()
-        self.conv1 = conv3x3(in_channels, 64)
-        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(PreActBlock, [64, 128, 256, 512], [2, 2, 2, 2],
-                                                                     [1, 2, 2, 2], 64, norm_layer)
-        self.bn = norm_layer(512)
-        self.linear = nn.Linear(512, num_classes)
+        w = stage_widths(width)
+        self.conv1 = conv3x3(in_channels, w[0])
+        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(PreActBlock, w, [2, 2, 2, 2], [1, 2, 2, 2], w[0],
+                                                                     norm_layer)
+        self.bn = norm_layer(w[3])
+        self.linear = nn.Linear(w[3], num_classes)
 
     def forward(self, x):
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
@@ -81,12 +87,13 @@ class PreActResNet18(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d):
+    def __init__(self, in_channels: int, num_classes: int, norm_layer: NormLayer = nn.BatchNorm2d, width: float = 1.0):
         super().__init__()
-        self.conv1, self.bn1 = conv3x3(in_channels, 64), norm_layer(64)
-        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(BasicBlock, [64, 128, 256, 512], [2, 2, 2, 2],
-                                                                     [1, 2, 2, 2], 64, norm_layer)
-        self.linear = nn.Linear(512, num_classes)
+        w = stage_widths(width)
+        self.conv1, self.bn1 = conv3x3(in_channels, w[0]), norm_layer(w[0])
+        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(BasicBlock, w, [2, 2, 2, 2], [1, 2, 2, 2], w[0],
+                                                                     norm_layer)
+        self.linear = nn.Linear(w[3], num_classes)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
