@@ -134,6 +134,7 @@ def _comparable(rows):
     return [{k: v for k, v in r.items() if k not in ("seconds", "eval_seconds")} for r in rows]
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
 def test_killed_worker_loses_nothing_and_rerun_completes(tmp_path):
     base = {**TINY_BASE, "data": {"name": "mnist5k", "val_size": 200}, "train": {"epochs": 3, "progress": "none"},
             "monitor": {"eval_points": 200, "attack_steps": 2}}
@@ -164,6 +165,7 @@ def test_killed_worker_loses_nothing_and_rerun_completes(tmp_path):
         assert [r["epoch"] for r in a] == [1, 2, 3] and _comparable(a) == _comparable(b)
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
 def test_concurrent_sweeps_run_each_trial_once(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1, 2, 3]}, workers=1)))
@@ -175,6 +177,7 @@ def test_concurrent_sweeps_run_each_trial_once(tmp_path):
     assert len({line.split(":")[0] for line in trained}) == 4
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
 def test_ray_backend(tmp_path):
     pytest.importorskip("ray")
     raw = tiny_study(grid={"seed": [0, 1], "method.eps": [0.05, 0.1]}, resources={"cpus": 1})
@@ -202,6 +205,7 @@ def test_every_shipped_study_expands():
         assert load_transfer_study(path).attacks
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
 def test_study_report_with_a_key_only_some_entries_set(tmp_path):
     """A numeric key swept by one list entry only (other trials have no value) is plotted without the others."""
     from robustlab.report.study import write_study_report

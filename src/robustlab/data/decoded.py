@@ -36,27 +36,28 @@ def cache_root() -> Path:
     return Path(os.environ.get("ROBUSTLAB_CACHE") or Path.home() / ".cache" / "robustlab" / "decoded")
 
 
-def list_tree(base: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """(file, label) for every image of ``base/<class>/``, classes in the given order, files sorted by name."""
+def list_tree(base: Path, classes: list[str]) -> list[tuple[str, int, int, int]]:
+    """(``class/file`` relative to base, label, size, modification time in ns) for every image of
+    ``base/<class>/``, classes in the given order, files sorted by name (os.scandir: 60,000 files in a fraction of
+    a second)."""
     out = []
     for label, cls in enumerate(classes):
         folder = base / cls
         if not folder.is_dir():
             raise DataError(f"{folder}: missing class folder (expected one folder per class: {', '.join(classes)})")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        out += [(f, label) for f in files]
+        with os.scandir(folder) as entries:
+            found = sorted((e.name, e.stat()) for e in entries
+                           if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+        out += [(f"{cls}/{name}", label, st.st_size, st.st_mtime_ns) for name, st in found]
     if not out:
         raise DataError(f"{base}: no images with suffix {sorted(IMAGE_SUFFIXES)}")
     return out
 
 
-def tree_key(files: list[tuple[Path, int]], base: Path, extra: str = "") -> str:
-    """A digest of what the decoded arrays depend on: each file's path, size, modification time and label."""
-    h = hashlib.sha256(f"{CACHE_FORMAT}\n{extra}\n".encode())
-    for f, label in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(base)}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\n".encode())
-    return h.hexdigest()[:20]
+def tree_key(files: list[tuple[str, int, int, int]], extra: str = "") -> str:
+    """A digest of what the decoded arrays depend on: each file's path, label, size and modification time."""
+    text = f"{CACHE_FORMAT}\n{extra}\n" + "".join(f"{rel}\t{label}\t{size}\t{mtime}\n" for rel, label, size, mtime in files)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def _decode(job: tuple[list[str], int | None, bool]) -> np.ndarray:
@@ -142,7 +143,7 @@ def load_tree(base: Path, classes: list[str], name: str, size: int | None = None
     cache when it holds these files, else decoded (in parallel) and cached (each file written atomically; the index
     ``meta.json`` last)."""
     files = list_tree(base, classes)
-    key = tree_key(files, base, f"{size}|{strict_rgb}|{ORDER_SEED}")
+    key = tree_key(files, f"{size}|{strict_rgb}|{ORDER_SEED}")
     folder = cache_root() / f"{name}-{key}"
     cached = _read_cache(folder) if (folder / "meta.json").is_file() else None
     if cached is None:
@@ -150,14 +151,13 @@ def load_tree(base: Path, classes: list[str], name: str, size: int | None = None
             log(f"{folder}: damaged cache; decoding {base} again")
         else:
             log(f"decoding {len(files)} images of {base} (once; cached in {folder})")
-        order = fixed_order(len(files))
-        ordered = [files[i] for i in order.tolist()]
-        x = decode_files([f for f, _ in ordered], size, strict_rgb)
-        y = np.array([label for _, label in ordered], dtype=np.int64)
+        ordered = [files[i] for i in fixed_order(len(files)).tolist()]
+        x = decode_files([base / rel for rel, *_ in ordered], size, strict_rgb)
+        y = np.array([label for _, label, *_ in ordered], dtype=np.int64)
         try:
             for arr_name, arr in (("x", x), ("y", y)):
                 write_bytes(folder / f"{arr_name}.npy", _npy_bytes(arr))
-            write_text(folder / "files.txt", "".join(f"{f.relative_to(base)}\t{label}\n" for f, label in ordered))
+            write_text(folder / "files.txt", "".join(f"{rel}\t{label}\n" for rel, label, *_ in ordered))
             write_text(folder / "meta.json", json.dumps({
                 "format": CACHE_FORMAT, "source": str(base.resolve()), "key": key, "order_seed": ORDER_SEED,
                 "x": {"shape": list(x.shape), "crc32": _crc(x)}, "y": {"shape": list(y.shape), "crc32": _crc(y)}}) + "\n")
