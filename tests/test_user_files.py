@@ -116,6 +116,7 @@ CASES = [
     ("negative tolerance", ["sharpness", "HOME/run", "--tol", "-1"], "--tol: got -1.0; must be > 0"),
     ("PGD settings with AutoAttack", ["eval", "HOME/run", "--attack", "autoattack", "--steps", "5"],
      "--steps: the autoattack protocol does not take it"),
+    ("no seeds for a demo", ["demo", "--seeds", "0", "--out", "HOME/new"], "--seeds: got 0; must be >= 1"),
     ("RobustBench fields with safetensors", ["export", "HOME/run", "--name", "x"], "go with --format robustbench"),
     ("a reported accuracy that is not a number", ["export", "HOME/run", "--format", "robustbench", "--reported", "abc"],
      "--reported: got 'abc'"),

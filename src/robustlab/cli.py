@@ -122,6 +122,9 @@ def _cmd_demo(args) -> int:
     if args.list:
         print(list_demos())
         return 0
+    if args.seeds is not None and args.seeds < 1:
+        from robustlab.core.errors import ConfigError
+        raise ConfigError(f"--seeds: got {args.seeds}; must be >= 1")
     paths = [p.strip() for p in args.kernel_paths.split(",")] if args.kernel_paths else None
     run_demo(args.out, seeds=args.seeds, workers=args.workers, name=args.name, kernel_paths=paths)
     return 0
