@@ -155,3 +155,12 @@ def test_the_auxiliary_branch_is_measured_beside_the_deployed_one(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "r"), "--branch", "dirty",
                           "--n", "8", "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
     assert bad.returncode == 2 and "--branch: got 'dirty'; this model's branches: clean, adv" in bad.stderr
+
+
+def test_the_feature_probe_follows_the_model_dtype(tmp_path):
+    """ARAT measures its tapped layers' widths with a probe forward pass in the model's own dtype: a float64 model
+    builds (the probe used the default dtype before)."""
+    t = built(tmp_path)
+    dims = t.method._feature_dims(t.bctx)
+    t.method.plain.double()
+    assert t.method._feature_dims(t.bctx) == dims

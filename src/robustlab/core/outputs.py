@@ -132,7 +132,9 @@ def check_out_folder(path: str | Path, flag: str, kind: str, marker: str) -> Pat
         return path                  # a study's trials are runs inside it, laid out by the sweep
     if inside is not None:
         raise ConfigError(f"{flag}: {path} is inside the {inside[0]} folder {inside[1]}; give a folder outside it")
-    if found is None and path.is_dir() and not (path / marker).exists() and any(path.iterdir()):
+    others = [p for p in path.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))] \
+        if path.is_dir() else []                  # an atomic write in flight (another rank) is not somebody's file
+    if found is None and not (path / marker).exists() and others:
         raise ConfigError(f"{flag}: {path} is a folder of other files (no {marker}); give a new or empty folder "
                           f"for the {kind}")
     return path

@@ -115,8 +115,8 @@ class ARAT(Method):
 
     def _feature_dims(self, bctx) -> list[int]:
         with FeatureTaps(self.plain, self.layers, relu_gap) as taps, attack_mode(self.plain, "eval"), torch.no_grad():
-            device = next(self.plain.parameters()).device
-            self.plain(torch.zeros(2, *bctx.input_shape, device=device))
+            first = next(self.plain.parameters())         # the probe in the model's own device and dtype (float64 too)
+            self.plain(torch.zeros(2, *bctx.input_shape, device=first.device, dtype=first.dtype))
             return [taps.features[n].shape[1] for n in self.layers]
 
     def modules(self) -> dict[str, nn.Module]:
