@@ -163,4 +163,10 @@ def test_the_feature_probe_follows_the_model_dtype(tmp_path):
     t = built(tmp_path)
     dims = t.method._feature_dims(t.bctx)
     t.method.plain.double()
-    assert t.method._feature_dims(t.bctx) == dims
+    seen = []
+    hook = t.method.plain.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    try:
+        assert t.method._feature_dims(t.bctx) == dims
+    finally:
+        hook.remove()
+    assert seen == [torch.float64]          # the probe itself is float64 (not promoted on the way by Normalize)
