@@ -1,7 +1,7 @@
 """The one place that switches module modes (train/eval for an attack; BatchNorm statistics for extra
 optimiser passes) and restores them exactly.
 
-Papers differ on the BatchNorm/dropout mode used while crafting training attacks (spec section 0):
+Papers differ on the BatchNorm/dropout mode used while crafting training attacks (README, Design):
 the fast-AT, ELLE, N-FGSM, GradAlign and co_features codes attack in train mode (batch statistics, running
 statistics updated); memorization-AT attacks in eval mode. Evaluation attacks always use eval mode.
 """

@@ -1,5 +1,5 @@
 r"""Transfer attacks: BIM / I-FGSM and its momentum (MI), input-diversity (DI) and translation-invariance (TI)
-variants, as settings of the one attack loop (hooks ``transform`` and ``ascent_direction``; spec 4.4, 9.7).
+variants, as settings of the one attack loop (hooks ``transform`` and ``ascent_direction``; docs/transfer.md).
 
 Per step t, from delta_0 = 0 (no random start):
 

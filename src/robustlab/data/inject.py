@@ -1,4 +1,5 @@
-r"""Discriminative non-robust class features (Ortiz-Jimenez, de Jorge et al., TMLR 2023, spec section 5.2).
+r"""Discriminative non-robust class features (Ortiz-Jimenez, de Jorge et al., TMLR 2023, "Catastrophic
+overfitting can be induced with discriminative non-robust features"; docs/co-map.md).
 
 Each class y gets a carrier :math:`v_y \in \{\pm 1\}^{C\times H\times W}`, the sign pattern of one 2-D DCT
 basis image (unnormalised DCT-III, same on every channel); injection adds it with strength beta:

@@ -1,4 +1,5 @@
-r"""Label interventions: symmetric label noise and random labels (memorisation in AT, spec 2.2).
+r"""Label interventions: symmetric label noise and random labels (Dong et al., ICLR 2022, "Exploring Memorization
+in Adversarial Training"; docs/memorisation.md).
 
 Symmetric noise with rate r over K classes uses the transition matrix :math:`P = \frac rK\mathbf 1 + (1-r)I`:
 each label is redrawn uniformly over all K classes with probability r (so the original class can come

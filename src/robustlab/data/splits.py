@@ -17,7 +17,7 @@ def split_validation(train: ImageSet, val_size: int, seed: int) -> tuple[ImageSe
 def subset_training(train: ImageSet, size: int, seed: int) -> ImageSet:
     """``size`` training images chosen by a generator seeded with ``seed`` (another stream than the validation
     split's), in their original order; ``size`` 0 keeps them all. Memorisation studies shrink the training set
-    rather than the model (spec 9.4)."""
+    rather than the model (Dong et al., ICLR 2022; docs/memorisation.md)."""
     if size == 0 or size >= len(train):
         return train
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))

@@ -1,5 +1,5 @@
-r"""Sharpness of the training loss: the Hessian's top eigenvalue and its trace (spec 4.2: transfer peaks where
-sharpness drops), on a fixed, seeded subset of training examples, in eval mode (BatchNorm uses its running
+r"""Sharpness of the training loss: the Hessian's top eigenvalue and its trace (Gubri et al., "Going Further: Flatness at
+the Rescue of Early Stopping for Adversarial Example Transferability": transfer peaks where sharpness drops), on a fixed, seeded subset of training examples, in eval mode (BatchNorm uses its running
 statistics, no dropout), with the loss
 
 .. math:: L(w) = \frac1n \sum_{i \le n} \mathrm{CE}(f_w(x_i), y_i)

@@ -1,4 +1,4 @@
-r"""ARAT / AR-AT, asymmetric invariance regularisation (Waseda et al., ICLR 2025; spec 3, 9.5), on any model built
+r"""ARAT / AR-AT, asymmetric invariance regularisation (Waseda et al., ICLR 2025; docs/arat.md), on any model built
 with the split-BatchNorm norm layer (``model.norm_layer: {name: split_batchnorm, branches: [clean, adv], deployed:
 adv}``):
 
@@ -18,7 +18,7 @@ Options that turn the paper's ablation (Table 1) into a study: ``asymmetric`` (f
 0.5 [D(h(z'), sg z) + D(h(z), sg z')]), ``predictor``, ``stop_gradient``, ``distance`` (cos or mse); split BN on/off
 is the model's ``norm_layer`` (plain batchnorm: both forwards share statistics).
 
-The reference code's in-place aliasing (spec 3.3: the clean branch trains on x + U[-eps, eps], not clipped, and PGD
+The reference code's in-place aliasing (docs/arat.md: the clean branch trains on x + U[-eps, eps], not clipped, and PGD
 is centred there, so ||x' - x|| can reach 2 eps) is not reproduced by default; ``reference_aliasing: true``
 reproduces it so that the published numbers can be compared and the difference measured.
 Default layers: ResNet-18's ``layer4.{0,1}.bn{1,2}`` (lambda 30, the default) and WRN-34-10's block-3 ReLUs and final

@@ -1,4 +1,5 @@
-r"""MART (Wang et al., ICLR 2020), as specified in spec 9.2:
+r"""MART (Wang et al., ICLR 2020, "Improving Adversarial Robustness Requires Revisiting Misclassified Examples"),
+as the reference code computes it:
 
 .. math::
     \frac1B\sum_i \Big[\underbrace{-\log p_{y_i}(x'_i) - \log\big(1.0001 - p_{y''_i}(x'_i)\big)}_{\text{boosted CE}}

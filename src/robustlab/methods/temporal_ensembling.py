@@ -1,5 +1,5 @@
 r"""Temporal ensembling (TE) against robust overfitting (Dong et al., ICLR 2022, "Exploring Memorization in
-Adversarial Training"; spec section 2.3): a per-sample memory of the model's clean predictions, and a penalty that
+Adversarial Training", the TE regulariser; docs/memorisation.md): a per-sample memory of the model's clean predictions, and a penalty that
 pulls the predictions towards it.
 
 For TE epochs e (1-based) >= e_s, at each batch, with p_i the clean **eval-mode** probabilities (detached):

@@ -1,4 +1,4 @@
-r"""TRADES (Zhang et al., ICML 2019), as the reference code (spec 9.1):
+r"""TRADES (Zhang et al., ICML 2019), as the reference code (docs/memorisation.md):
 
 .. math::
     \min_\theta\ \frac1B\sum_i \Big[\ell(f(x_i), y_i) + \beta\,\mathrm{KL}\big(p(x_i)\,\Vert\,p(x'_i)\big)\Big],\qquad
@@ -10,7 +10,7 @@ r"""TRADES (Zhang et al., ICML 2019), as the reference code (spec 9.1):
   attack); the starting point is clipped to [0,1] (the reference clips from the first step on);
 - the loss runs in train mode; the target p(x) is **not** detached: gradients flow through both distributions;
 - ``beta`` 6 (1.0 in the MNIST recipe);
-- with ``te`` (TRADES+TE, spec 2.3): the attack ascends beta KL + R_TE at x', the loss adds R_TE at the clean point.
+- with ``te`` (TRADES+TE, Dong et al., ICLR 2022): the attack ascends beta KL + R_TE at x', the loss adds R_TE at the clean point.
 
 The trainer's ``train_acc`` is the accuracy at x'; ``train_clean_acc`` is logged beside it.
 """

@@ -9,7 +9,7 @@ Which branch a forward pass uses is chosen by a scoped context, never by a globa
 
 The context restores every layer's branch on exit, also after an exception. Each layer declares its **deployed**
 branch (the one evaluation, AutoAttack and exports use): ARAT deploys ``adv``, AdvProp (timm's SplitBatchNorm2d)
-deploys the clean one; branches are named, never "the first split" (spec 9.5). :func:`to_single_bn` turns a
+deploys the clean one; branches are named, never "the first split" (docs/arat.md). :func:`to_single_bn` turns a
 trained split-BN model into a plain one with a chosen branch's BatchNorm (identical outputs on that branch).
 In the model each branch is a submodule, so a feature tap can sit on ``<layer>.clean`` or ``<layer>.adv``.
 """

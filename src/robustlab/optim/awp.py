@@ -1,5 +1,5 @@
 r"""AWP, adversarial weight perturbation (Wu et al., NeurIPS 2020), as a minimiser: it composes with any method
-(PGD-AT, TRADES, MART, single-step methods) and any base optimiser (spec 6, 9.3).
+(PGD-AT, TRADES, MART, single-step methods) and any base optimiser, as the AT-AWP and TRADES-AWP reference code (docs/memorisation.md).
 
 Per step, with L the method's own loss (the closure):
 

@@ -1,12 +1,12 @@
 r"""Sharpness-aware minimisers behind ``step(closure)``: SAM, large-rho SAM, ASAM (both conventions), GSAM, LookSAM
-(spec 4.3, 9.6). Each composes with any base optimiser and any training method (SAM-AT is ``method: pgd`` with
+(docs/transfer.md). Each composes with any base optimiser and any training method (SAM-AT is ``method: pgd`` with
 ``optim.minimizer: sam``); BatchNorm running statistics change on the closure's first pass only (the trainer's
 rule); the weights are restored bit for bit after the perturbed pass.
 
 With g = grad L(w) (pass 0) and the perturbation e (below), the update uses g_s = grad L(w + e) (pass 1):
 
 - **SAM** (Foret et al., 2021): e = rho g / ||g||_2 (global norm over all parameters). ``large_rho_sam`` is the same
-  minimiser with a larger default rho (the "l-SAM" of Gubri et al.; their rho is not published, spec 4.3).
+  minimiser with a larger default rho (the "l-SAM" of Gubri et al.; their rho is not published: docs/transfer.md).
 - **ASAM** (Kwon et al., 2021): e = rho T^2 g / ||T g|| with T = diag(|w| + eta). Two conventions, named:
   ``adaptive: all`` (davda54/sam: every parameter, eta 0; README rho 2.0) and ``adaptive: weights`` (the official
   ASAM code: T = |w| + eta, eta 0.01, only for parameters whose name ends in ``weight``, T = 1 for the others;

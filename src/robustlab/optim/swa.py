@@ -12,7 +12,7 @@ re-estimated as a cumulative average over one pass of the training split (no aug
   while crafting), as ARAT's ``bn_update_adv`` re-estimates the deployed branch on PGD-10 training examples;
 - clean examples (``recalibrate: clean``; the default for standard training), as ``torch.optim.swa_utils.update_bn``.
 
-Not reproduced, named (spec 9.5): ARAT's recalibration resets both BatchNorm branches but re-estimates only the
+Not reproduced, named (docs/arat.md): ARAT's recalibration resets both BatchNorm branches but re-estimates only the
 adversarial one, so its averaged model's clean branch keeps reset statistics; here every normalisation layer is
 re-estimated. The recalibration draws its randomness from its own generator and reads the training tensors
 directly, so it changes nothing in the run's trajectory. ``swa.pt`` holds the averaged, recalibrated weights;

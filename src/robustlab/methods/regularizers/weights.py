@@ -52,7 +52,8 @@ class ConstantWeight:
 
 
 class OnOffWeight:
-    r"""ELLE-A's adaptive weight (spec 1.3), kept on the device (no host sync per step).
+    r"""ELLE-A's adaptive weight (Abad Rocamora et al., ICLR 2024, "Efficient local linearity regularization to
+    overcome catastrophic overfitting", as their CIFAR code), kept on the device (no host sync per step).
 
     After each step with error E_t: if more than 2 values are in the history H and
     :math:`E_t > \mathrm{mean}(H) + s\,\mathrm{std}(H)` (population std) then :math:`\lambda \leftarrow \lambda_{max}`,
