@@ -54,12 +54,20 @@ def stamp(command: str, target: str) -> dict:
     return {"command": command, "target": str(target)}
 
 
+_NOT_JSON = object()
+
+
+def _json(path: Path):
+    """The parsed JSON of a file, or ``_NOT_JSON`` (unreadable, not JSON)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return _NOT_JSON
+
+
 def written_by(path: Path) -> dict | None:
     """The ``written_by`` entry of an existing JSON file, or None (not JSON, or not stamped)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    data = _json(path)
     return data.get("written_by") if isinstance(data, dict) else None
 
 
@@ -94,7 +102,7 @@ def check_out_file(path: str | Path, flag: str, command: str, target: str, suffi
     mine = stamp(command, target)
     holder = path.with_suffix(stamp_suffix) if stamp_suffix else path
     stamped = written_by(holder) if path.exists() else None
-    legacy = inside is not None and stamped is None and _is_json(holder)
+    legacy = inside is not None and stamped is None and _json(holder) is not _NOT_JSON
     if path.exists() and stamped != mine and not legacy:
         why = ("was not written by robustlab" if stamped is None else
                f"was written by robustlab {stamped.get('command')} for {stamped.get('target')}")
@@ -106,14 +114,6 @@ def check_out_file(path: str | Path, flag: str, command: str, target: str, suffi
             raise ConfigError(f"{flag}: {other} exists and was not written by robustlab {command} for {target}; "
                               "choose another path (or delete it, or add --force to replace it)")
     return path
-
-
-def _is_json(path: Path) -> bool:
-    try:
-        json.loads(Path(path).read_text())
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 def check_out_folder(path: str | Path, flag: str, kind: str, marker: str) -> Path:

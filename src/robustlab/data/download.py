@@ -18,7 +18,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from robustlab.core.errors import ConfigError, DataError
+from robustlab.core.progress import Progress
 
 CHUNK = 1 << 16
 TIMEOUT_S = 30
@@ -77,11 +77,10 @@ def md5_of(path: Path) -> str:
 
 
 class _Bar:
-    """tqdm on a terminal, else a line at most every 10 s."""
+    """tqdm on a terminal, else robustlab's progress lines (core.progress: at most one every 10 s)."""
 
     def __init__(self, name: str, total: int | None, done: int, log: Callable[[str], None]):
-        self.name, self.total, self.done, self.log, self.last = name, total, done, log, time.monotonic()
-        self.tqdm = None
+        self.tqdm, self.lines = None, None
         try:
             import sys
 
@@ -90,15 +89,15 @@ class _Bar:
                 self.tqdm = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=name)
         except ImportError:
             pass
+        if self.tqdm is None and total:
+            self.lines = Progress(name, total, log, unit="bytes")
+            self.lines.done = done
 
     def update(self, n: int) -> None:
-        self.done += n
         if self.tqdm is not None:
             self.tqdm.update(n)
-        elif time.monotonic() - self.last >= 10:
-            self.last = time.monotonic()
-            of = f" of {self.total / 1e6:.1f}" if self.total else ""
-            self.log(f"{self.name}: {self.done / 1e6:.1f}{of} MB")
+        elif self.lines is not None:
+            self.lines.advance(n)
 
     def close(self) -> None:
         if self.tqdm is not None:

@@ -207,8 +207,8 @@ class Trainer:
         check_out_folder(self.run_dir, "--out", "run", "config.yaml")
         done = self._check_folder()
         if done is None and DistContext.from_env().is_main:     # servers that must answer, before any work
-            for i, tracker in enumerate(self.cfg.train.trackers):
-                tracker.preflight(f"train.trackers[{i}].")
+            from robustlab.tracking import preflight_trackers
+            preflight_trackers(self.cfg.train.trackers)
         if done is not None:
             self.log(f"{self.run_dir}: already finished; not retraining")
             return done

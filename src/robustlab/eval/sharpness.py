@@ -29,7 +29,7 @@ def checkpoint_sharpness(path: str, which: str = "best", points: int = 1000, ite
     if reuse and out is None and stored.is_file():
         return {**read_json(stored), "written_to": str(stored)}
     target = str(ckpt.absolute())
-    if out is not None:             # before the work: a refusal costs nothing
+    if out is not None:             # a given --out is checked before anything is loaded or said
         check_out_file(out, "--out", "sharpness", target, owned="sharpness")
     loaded = load_run_model(path, which, "cpu")
     if loaded.config is None:
@@ -38,12 +38,13 @@ def checkpoint_sharpness(path: str, which: str = "best", points: int = 1000, ite
     if points > len(data.train):
         log(f"warning: --points {points}: the training split has {len(data.train)} points; using all {len(data.train)}")
     x, y = fixed_subset(data.train, min(points, len(data.train)), "cpu")
+    dest = Path(out) if out else base / "sharpness" / f"{ckpt.stem}-n{len(y)}.json"
+    if out is None:                 # the default file, named by the points used: checked before the Hessian work
+        check_out_file(dest, "--out", "sharpness", target, owned="sharpness")
     t0 = time.perf_counter()
     res = {"checkpoint": loaded.source, "epoch": loaded.epoch, "dataset": loaded.config.data.name,
            **sharpness(loaded.model, x, y, iters, samples, tol), "loss": "mean cross-entropy, eval mode, training labels"}
     res["seconds"] = time.perf_counter() - t0
-    dest = Path(out) if out else base / "sharpness" / f"{ckpt.stem}-n{res['sharpness_points']}.json"
-    check_out_file(dest, "--out", "sharpness", target, owned="sharpness")
     res["written_by"] = stamp("sharpness", target)
     write_json(dest, res)
     res["written_to"] = str(dest)

@@ -34,7 +34,6 @@ import hashlib
 import io
 import json
 import math
-import statistics
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -426,11 +425,6 @@ def matrix_csv(study: TransferStudy, rows: list[list[float]]) -> str:
     for s, row in zip(study.surrogates, rows):
         w.writerow([s.key, s.label] + ["" if math.isnan(v) else f"{v:.6g}" for v in row])
     return buf.getvalue()
-
-
-def mean_over_targets(row: list[float]) -> float:
-    vals = [v for v in row if not math.isnan(v)]
-    return statistics.fmean(vals) if vals else math.nan
 
 
 def run_transfer(study_file: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print) -> dict:

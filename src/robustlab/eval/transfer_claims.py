@@ -15,17 +15,11 @@ split is below the study's ``min_target_accuracy`` are flagged: a weak target ma
 """
 from __future__ import annotations
 
-import math
-import statistics
 from pathlib import Path
 
 from robustlab.core.io import read_json
 from robustlab.report.claims import Claim, evaluate_claims
-
-
-def _mean(values: list[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return statistics.fmean(vals) if vals else math.nan
+from robustlab.report.transfer import mean_finite
 
 
 def run_facts(source: dict) -> dict:
@@ -45,8 +39,8 @@ def surrogate_rows(surrogates: list[dict], matrices: dict, sharpness: dict) -> l
     for i, s in enumerate(surrogates):
         row = {"key": s["key"], "label": s["label"], "status": "finished", **run_facts(s["source"])}
         for attack, m in matrices.items():
-            row[f"success_{attack}_all"] = _mean(m["success_all"][i])
-            row[f"success_{attack}_correct"] = _mean(m["success_correct"][i])
+            row[f"success_{attack}_all"] = mean_finite(m["success_all"][i])
+            row[f"success_{attack}_correct"] = mean_finite(m["success_correct"][i])
         row.update(sharpness.get(s["key"], {}))
         rows.append(row)
     return rows

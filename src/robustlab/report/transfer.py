@@ -13,7 +13,8 @@ from robustlab.report.runs import _legend_below, _plt, _write_pages
 MARKERS = ("o", "s", "^", "D")
 
 
-def _mean(values):
+def mean_finite(values) -> float:
+    """The mean of the values that are numbers (None and NaN left out); NaN when none is."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.fmean(vals) if vals else math.nan
 
@@ -58,10 +59,10 @@ def write_transfer_report(out: Path, results: dict) -> Path:
             by_label.setdefault(s["label"], []).append(i)
         summary = []
         for group, idx in by_label.items():
-            means = [_mean(rows[i]) for i in idx]
+            means = [mean_finite(rows[i]) for i in idx]
             eigs = [sharp.get(sur[i]["key"], {}).get("hessian_top_eig") for i in idx]
             summary.append([group, str(len(idx)), spread(means, PCT),
-                            spread([_mean(m["success_correct"][i]) for i in idx], PCT), spread(eigs, "num"),
+                            spread([mean_finite(m["success_correct"][i]) for i in idx], PCT), spread(eigs, "num"),
                             spread([sharp.get(sur[i]["key"], {}).get("hessian_trace") for i in idx], "num")])
             findings.append(f"{label}, {group}: mean success over {len(tar)} targets {spread(means, PCT)} % "
                             f"({len(idx)} run(s)); top Hessian eigenvalue {spread(eigs, 'num')}.")
@@ -75,7 +76,7 @@ def write_transfer_report(out: Path, results: dict) -> Path:
             fig, ax = plt.subplots(figsize=(6, 4.4))
             for k, (group, idx) in enumerate(by_label.items()):
                 xs = [sharp.get(sur[i]["key"], {}).get("hessian_top_eig") for i in idx]
-                ys = [100 * _mean(rows[i]) for i in idx]
+                ys = [100 * mean_finite(rows[i]) for i in idx]
                 pts = [(a_, b_) for a_, b_ in zip(xs, ys) if a_ is not None]
                 if pts:                  # one colour and marker per label (tab10 alone repeats after 10 labels)
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], MARKERS[k // 10 % len(MARKERS)],

@@ -8,7 +8,7 @@ the final figures. ``metrics.jsonl`` stays the source of truth; a sink is a copy
 
 A plug-in registers its own sink with ``@TRACKERS.register("name", ConfigClass)`` (docs/extending.md).
 """
-from robustlab.tracking.base import TRACKERS, RunIdentity, Tracker, TrackerConfig, build_trackers, flatten
+from robustlab.tracking.base import TRACKERS, RunIdentity, Tracker, TrackerConfig, build_trackers, flatten, preflight_trackers
 from robustlab.tracking import mlflow_sink, tensorboard_sink  # noqa: F401  (registration)
 
-__all__ = ["TRACKERS", "RunIdentity", "Tracker", "TrackerConfig", "build_trackers", "flatten"]
+__all__ = ["TRACKERS", "RunIdentity", "Tracker", "TrackerConfig", "build_trackers", "flatten", "preflight_trackers"]

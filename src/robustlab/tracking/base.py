@@ -80,3 +80,9 @@ def final_metrics(results: dict) -> dict[str, float]:
 
 def build_trackers(cfgs: list, identity: RunIdentity) -> list[Tracker]:
     return [TRACKERS.build(c, identity) for c in cfgs]
+
+
+def preflight_trackers(cfgs: list) -> None:
+    """Every sink's outside-world check (a server that must answer), before the run does any work."""
+    for i, cfg in enumerate(cfgs):
+        cfg.preflight(f"train.trackers[{i}].")
