@@ -6,7 +6,7 @@ from robustlab.config import config_from_dict
 from robustlab.diagnostics import co_fires
 from robustlab.diagnostics.linearity import linearity_diagnostics
 from robustlab.engine import train
-from robustlab.engine import trainer as trainer_module
+from robustlab.engine.hooks import co_action as co_action_module
 from robustlab.core.io import load_torch, read_jsonl
 
 
@@ -43,7 +43,7 @@ def test_co_action_stops_and_rolls_back(tmp_path, tiny_cfg, monkeypatch, action)
         calls["n"] += 1
         return calls["n"] == 3
 
-    monkeypatch.setattr(trainer_module, "co_fires", fires_at_epoch_3)
+    monkeypatch.setattr(co_action_module, "co_fires", fires_at_epoch_3)
     tiny_cfg["train"]["epochs"] = 6
     tiny_cfg["monitor"]["co_action"] = action
     res = train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)

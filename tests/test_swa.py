@@ -11,7 +11,13 @@ from robustlab.config import config_from_dict
 from robustlab.core.checkpoint import load_checkpoint
 from robustlab.core.io import read_json, read_jsonl
 from robustlab.engine import Trainer, train
+from robustlab.engine.hooks import WeightAveraging
 from robustlab.optim import swa as swa_module
+
+
+def averager(trainer):
+    """The run's weight averager (the SWA hook's)."""
+    return next(h for h in trainer.hooks if isinstance(h, WeightAveraging)).averager
 
 
 def cfg(epochs=4, **swa):
@@ -49,12 +55,12 @@ def test_average_equals_the_manual_average_of_the_snapshots(tmp_path, monkeypatc
 def test_clean_recalibration_equals_a_direct_computation(tmp_path):
     trainer = Trainer(cfg(recalibrate="clean"), tmp_path / "r", log=lambda s: None)
     trainer._build()
-    trainer.swa.averaged.update_parameters(trainer.model)
-    net = trainer.swa.module
+    averager(trainer).averaged.update_parameters(trainer.model)
+    net = averager(trainer).module
     inputs = []
     hook = net[1].bn.register_forward_hook(lambda m, i, o: inputs.append(i[0].detach().clone()))
     x, y = trainer.data.train.x, trainer.data.train.y
-    trainer.swa.recalibrate(x, y, 50, trainer.autocast, torch.device("cpu"))
+    averager(trainer).recalibrate(x, y, 50, trainer.autocast, torch.device("cpu"))
     hook.remove()
     assert len(inputs) == -(-len(y) // 50)
     means = torch.stack([t.mean((0, 2, 3)) for t in inputs])
@@ -71,10 +77,10 @@ def test_adversarial_recalibration_uses_attacked_training_points(tmp_path):
     stats = []
     for t in (t_clean, t_adv):
         t._build()
-        t.swa.averaged.update_parameters(t.model)
-        t.swa.recalibrate(t.data.train.x, t.data.train.y, 64, t.autocast, torch.device("cpu"))
-        stats.append(t.swa.module[1].bn.running_mean.clone())
-    assert t_adv.swa.recal == "adversarial" and not torch.allclose(stats[0], stats[1])
+        averager(t).averaged.update_parameters(t.model)
+        averager(t).recalibrate(t.data.train.x, t.data.train.y, 64, t.autocast, torch.device("cpu"))
+        stats.append(averager(t).module[1].bn.running_mean.clone())
+    assert averager(t_adv).recal == "adversarial" and not torch.allclose(stats[0], stats[1])
 
 
 def test_resume_across_a_snapshot_is_exact_and_eval_reads_swa(tmp_path):

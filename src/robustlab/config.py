@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from robustlab.attacks.threat import default_step
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import build, component, components, parse_number, resolve, spec, to_dict
 from robustlab.core.yamlio import read_yaml
@@ -93,7 +94,7 @@ class MonitorConfig:
                           doc="when the live CO rule fires: record only; stop; stop and make the best checkpoint final")
 
     def resolve(self, parent, key: str) -> None:
-        self.attack_alpha = parent.method.eps / 4 if self.attack_alpha is None else self.attack_alpha
+        self.attack_alpha = default_step(parent.method.eps) if self.attack_alpha is None else self.attack_alpha
 
 
 @dataclass
@@ -105,7 +106,7 @@ class FinalEvalConfig:
     alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default eps/4)")
 
     def resolve(self, parent, key: str) -> None:
-        self.alpha = parent.method.eps / 4 if self.alpha is None else self.alpha
+        self.alpha = default_step(parent.method.eps) if self.alpha is None else self.alpha
 
 
 @dataclass

@@ -16,6 +16,7 @@ from torch import nn
 from robustlab.attacks.gradient import FGSM, PGD
 from robustlab.attacks.modes import attack_mode
 from robustlab.attacks.objectives import OBJECTIVES
+from robustlab.attacks.threat import default_step
 
 EVAL_SEED = 1234  # evaluation randomness is fixed, so an evaluation is a function of the weights alone
 
@@ -51,7 +52,7 @@ class AttackSpec:
 
     @property
     def step_size(self) -> float:
-        return self.eps / 4 if self.alpha is None else self.alpha
+        return default_step(self.eps) if self.alpha is None else self.alpha
 
 
 ATTACK_NAMES = ("pgd", "fgsm")

@@ -9,6 +9,12 @@ from __future__ import annotations
 import torch
 
 
+def default_step(eps: float) -> float:
+    """The PGD step size robustlab uses when none is given: eps/4 (2/255 at 8/255, as in Rice et al. 2020 and the
+    TRADES-AWP and memorisation-AT codes; README, "Evaluation"). The one place this default is written."""
+    return eps / 4
+
+
 def uniform(shape, like: torch.Tensor, generator=None) -> torch.Tensor:
     """U[0,1) samples on ``like``'s device and dtype, drawn from ``generator`` (or the global RNG)."""
     if generator is None:

@@ -57,6 +57,16 @@ class DistContext:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def average_gradients(self, params) -> None:
+        """Average the gradients of ``params`` across ranks in place (one all-reduce of their concatenation); for
+        modules outside DDP's wrapper (a method's own modules)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not (self.enabled and grads):
+            return
+        flat = self.sum(torch.cat([g.reshape(-1) for g in grads])) / self.world
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
     def any(self, flag: torch.Tensor) -> bool:
         return bool(self.sum(flag.to(torch.int32)) > 0)
 

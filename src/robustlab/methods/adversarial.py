@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, GATAttack, IterativeAttack
 from robustlab.attacks.objectives import PlusTE, cross_entropy
+from robustlab.attacks.threat import default_step
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import spec
 from robustlab.data.loader import Batch
@@ -48,7 +49,7 @@ class NoiseStartConfig(AttackConfig):
     bn_mode: str = spec("eval", choices=["train", "eval"], doc="BatchNorm/dropout mode while the attack runs")
 
     def resolve(self, parent, key: str) -> None:
-        self.alpha = self.eps / 4 if self.alpha is None else self.alpha
+        self.alpha = default_step(self.eps) if self.alpha is None else self.alpha
 
 
 def noise_start_attack(cfg: NoiseStartConfig, generator, objective) -> IterativeAttack:

@@ -35,7 +35,7 @@ from torch import nn
 
 from robustlab.attacks import PGD
 from robustlab.attacks.modes import attack_mode
-from robustlab.attacks.threat import uniform
+from robustlab.attacks.threat import default_step, uniform
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import spec
 from robustlab.data import to_float
@@ -69,7 +69,7 @@ class ARATConfig(MethodConfig):
     reference_aliasing: bool = spec(False, doc="reproduce the reference code's in-place aliasing (spec 3.3)")
 
     def resolve(self, parent, key: str) -> None:
-        self.alpha = self.eps / 4 if self.alpha is None else self.alpha
+        self.alpha = default_step(self.eps) if self.alpha is None else self.alpha
 
     def check(self, key: str) -> None:
         super().check(key)

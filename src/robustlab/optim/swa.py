@@ -30,6 +30,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from robustlab.attacks import PGD
 from robustlab.attacks.modes import attack_mode, bn_statistics_frozen
+from robustlab.attacks.threat import default_step
 from robustlab.core.errors import ConfigError
 from robustlab.core.schema import spec
 from robustlab.data import to_float
@@ -93,7 +94,7 @@ class WeightAverager:
             m.momentum = None                      # cumulative moving average over the pass
         n = len(y_train) if self.cfg.points == 0 else min(self.cfg.points, len(y_train))
         gen = torch.Generator(device=device).manual_seed(SWA_RECAL_SEED)
-        attack = PGD(net, self.eps, self.eps / 4, self.cfg.attack_steps, norm=self.norm, mode="train", early_stop=False,
+        attack = PGD(net, self.eps, default_step(self.eps), self.cfg.attack_steps, norm=self.norm, mode="train", early_stop=False,
                      generator=gen) if self.recal == "adversarial" else None
         try:
             with attack_mode(net, "train"):

@@ -1,0 +1,78 @@
+"""The per-epoch monitor: clean and robust accuracy on fixed subsets of the validation and test splits (and of the
+training split with its training labels, ``monitor.train_points``), with the monitor's attacks (``monitor``: PGD with
+``attack_steps``, ``attack_restarts`` and step ``attack_alpha``, plus FGSM when ``monitor.fgsm``).
+
+Columns ``{split}_clean_acc`` and ``{split}_{attack}_acc``. The score that picks ``best.pt`` and feeds the CO rule is
+the first of ``val_pgd_acc``, ``test_pgd_acc``, ``val_clean_acc`` in the row (:func:`score_key`). Non-finite outputs
+on the monitor points stop the run as diverged before that epoch's checkpoint or row is written.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from robustlab.attacks import AttackSpec
+from robustlab.engine.hooks.base import Diverged, RunHook
+
+SCORE_KEYS = ("val_pgd_acc", "test_pgd_acc", "val_clean_acc")
+
+
+def score_key(row: dict) -> str | None:
+    """The column of the row that ranks epochs (best checkpoint) and that the CO rule watches."""
+    return next((k for k in SCORE_KEYS if k in row), None)
+
+
+def score(row: dict, key: str | None) -> float:
+    value = row.get(key, 0.0) if key else 0.0
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def monitor_specs(cfg) -> list[AttackSpec]:
+    """The monitor's attacks (none without a threat radius); SWA's evaluation uses the same."""
+    eps = cfg.method.eps
+    if eps <= 0:
+        return []
+    m = cfg.monitor
+    specs = [AttackSpec("pgd", eps, m.attack_alpha, m.attack_steps, m.attack_restarts, cfg.method.norm)]
+    if m.fgsm:
+        specs.append(AttackSpec("fgsm", eps, None, 1, 1, cfg.method.norm))
+    return specs
+
+
+def split_size(run, split: str) -> int:
+    return len(getattr(run.data, "train" if split == "trainset" else split))
+
+
+def accuracy_columns(res: dict, specs: list[AttackSpec], prefix: str) -> dict:
+    """``{prefix}_clean_acc`` and ``{prefix}_{attack}_acc`` from an evaluation's result."""
+    row = {f"{prefix}_clean_acc": res["clean"]}
+    row.update({f"{prefix}_{spec.name}_acc": res[spec.describe()] for spec in specs})
+    return row
+
+
+class EpochMonitor(RunHook):
+    def measure(self, run, epoch: int, row: dict) -> None:
+        t0 = time.perf_counter()
+        specs = monitor_specs(run.cfg)
+        for split, (x, y) in run.eval_sets.items():
+            if split_size(run, split) == 0:
+                continue
+            res = run.evaluate(x, y, specs)
+            if res["nonfinite"]:        # before any checkpoint of this epoch is kept, before a row is logged
+                raise Diverged(f"non-finite outputs on {res['nonfinite']} of the {split} monitor points after epoch "
+                               f"{epoch + 1}")
+            row.update(accuracy_columns(res, specs, split))
+        row["eval_seconds"] = time.perf_counter() - t0
+
+    @staticmethod
+    def describe(run) -> dict:
+        """What the per-epoch accuracies are measured with: attacks, eps, points per split (for reports)."""
+        return {"attacks": [s.describe() for s in monitor_specs(run.cfg)], "eps": run.cfg.method.eps,
+                "norm": run.cfg.method.norm,
+                "points": {split: len(y) * run.dist.world for split, (_, y) in run.eval_sets.items()}}
+
+    @staticmethod
+    def line(run, epoch: int) -> str:
+        sets = ", ".join(f"{len(y) * run.dist.world} {split}" for split, (_, y) in run.eval_sets.items())
+        attacks = " + ".join(s.describe() for s in monitor_specs(run.cfg)) or "clean accuracy"
+        return f"epoch {epoch + 1}/{run.cfg.train.epochs}: monitor {attacks} on {sets} points ..."
