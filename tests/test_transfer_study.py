@@ -35,7 +35,7 @@ def models(tmp_path_factory):
 def study_file(root, examples="all"):
     spec = {"name": "t", "surrogates": [{"study": "sur"}], "targets": [{"run": "vgg", "label": "VGG"}, {"run": "wong"}],
             "attacks": [{"label": "BIM", "eps": 0.1, "steps": 5},
-                        {"label": "MI-DI-TI", "eps": 0.1, "steps": 5, "decay": 1.0, "di": True, "ti": True, "ti_kernel": 5}],
+                        {"label": "MI-DI-TI", "eps": 0.1, "steps": 5, "decay": 1.0, "di": {}, "ti": {"kernel": 5}}],
             "examples": examples, "points": 80, "chunk": 32, "batch_size": 32, "sharpness_points": 32}
     path = root / f"transfer_{examples}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -89,8 +89,8 @@ def test_correct_on_targets_examples_and_bad_files(models, tmp_path):
     with pytest.raises(ConfigError, match=r"surrogates\[0\]: give exactly one of run, study, model \(got run, model\)"):
         load_transfer_study(bad)
     bad.write_text(yaml.safe_dump({"surrogates": [{"run": "vgg"}], "targets": [{"run": "wong"}],
-                                   "attacks": [{"di": True, "di_rate": 1.1}]}))
-    with pytest.raises(ConfigError, match="di_rate: got 1.1; shrink_pad needs a rate < 1"):
+                                   "attacks": [{"di": {"rate": 1.1}}]}))
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.di\.rate: got 1.1; shrink_pad needs a rate < 1"):
         load_transfer_study(bad)
 
 

@@ -162,58 +162,94 @@ class IterativeAttack:
         return logits, self.loss(logits, y, ref)
 
     def _run(self, x, y, ref=None, final_check: bool = False, restart: int = 0):
-        """One restart. Returns (delta, fooled flags, per-sample loss at the returned point).
-
-        The loop works on a working set (``xa, ya, da``; ``active`` maps it to positions in x, None while
-        it is all of x). With early stopping, a point is frozen at the iterate that first fools it (its
-        step is masked to zero); the working set is compacted only once a quarter of it is frozen, so a
-        robust model pays no gather/scatter per step and a weak one stops paying for its fooled points."""
-        n = len(x)
-        delta = self.project(self.init_delta(x), x)
-        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
-        loss_out = torch.full((n,), float("inf"), device=x.device)
-        active, xa, ya, ra, da, frozen = None, x, y, ref, delta, None
-        state: dict = {}
+        """One restart: init, then per step gradient, step, project. Returns (delta, fooled flags, per-sample loss at
+        the returned point; the last two only with ``final_check``). The points still attacked and their
+        bookkeeping (early stopping) are a :class:`WorkingSet`."""
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        loss_out = torch.full((len(x),), float("inf"), device=x.device)
+        ws = WorkingSet(x, y, ref, self.project(self.init_delta(x), x))
         for t in range(self.steps):
             if self.on_step is not None:
                 self.on_step(restart, t)
-            da = da.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits, loss = self._forward_loss(xa, da, ya, ra)
-                (grad,) = torch.autograd.grad(loss.sum(), da)
-            da = da.detach()
-            step = self.threat.step(self.ascent_direction(grad, state), self.alpha)
+            logits, grad = self._gradient(ws)
+            step = self.threat.step(self.ascent_direction(grad, ws.state), self.alpha)
             if self.early_stop:
-                hit = misclassified(logits.detach(), ya)
-                frozen = hit if frozen is None else frozen | hit
-                n_frozen = int(frozen.sum())
-                if n_frozen:
-                    ids = torch.arange(n, device=x.device) if active is None else active
-                    fooled[ids[frozen]] = True
-                    if n_frozen == len(ya) or 4 * n_frozen >= len(ya):  # compact the working set
-                        if active is None:
-                            delta = da.clone()  # da may still share storage with delta
-                        else:
-                            delta[ids] = da
-                        keep = ~frozen
-                        state = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
-                                 for k, v in state.items()}
-                        active, xa, ya, da, step, frozen = ids[keep], xa[keep], ya[keep], da[keep], step[keep], None
-                        ra = rows_of(ra, keep)
-                        if len(active) == 0:
-                            break
-                    else:
-                        step = torch.where(frozen.view(-1, *([1] * (step.ndim - 1))), 0.0, step)
-            da = self.project(da + step, xa)
-        ids = torch.arange(n, device=x.device) if active is None else active
-        if active is None:
-            delta = da
-        elif len(ids):
-            delta[ids] = da
+                step = ws.freeze(misclassified(logits, ws.y), fooled, step)
+                if ws.empty:
+                    break
+            ws.delta = self.project(ws.delta + step, ws.x)
+        delta = ws.full_delta()
         if final_check:
-            rest = ids if frozen is None else ids[~frozen]
+            rest = ws.unfrozen_positions()
             if len(rest):
                 logits, loss = self._forward_loss(x[rest], delta[rest], y[rest], rows_of(ref, rest))
                 fooled[rest] = misclassified(logits, y[rest])
                 loss_out[rest] = loss.float()
         return delta, fooled, loss_out
+
+    def _gradient(self, ws: "WorkingSet"):
+        """Logits at the working set's points and the input gradient of the summed per-sample objective."""
+        delta = ws.delta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits, loss = self._forward_loss(ws.x, delta, ws.y, ws.ref)
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+        ws.delta = delta.detach()
+        return logits.detach(), grad
+
+
+class WorkingSet:
+    """The points one restart still attacks: their inputs ``x``, labels ``y``, references ``ref``, perturbations
+    ``delta`` and the ascent state (``state``: per-point tensors such as MI's momentum, one row per point, plus
+    settings that are not tensors), with ``ids`` mapping them to positions in the full batch (None while the working
+    set is the whole batch).
+
+    Early stopping (:meth:`freeze`): a point is frozen at the iterate that first fools it (its step is masked to
+    zero); the set is compacted only once a quarter of it is frozen, so a robust model pays no gather/scatter per
+    step and a weak one stops paying for its fooled points."""
+
+    def __init__(self, x, y, ref, delta):
+        self.n, self.device = len(x), x.device
+        self.x, self.y, self.ref, self.delta = x, y, ref, delta
+        self.ids, self.frozen, self.state = None, None, {}
+        self._full = delta          # the full batch's perturbations, written back at compaction and at the end
+
+    @property
+    def empty(self) -> bool:
+        return self.ids is not None and len(self.ids) == 0
+
+    def positions(self) -> torch.Tensor:
+        return torch.arange(self.n, device=self.device) if self.ids is None else self.ids
+
+    def freeze(self, hit: torch.Tensor, fooled: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Freeze the points ``hit`` fools (marking them in the full batch's ``fooled``); returns the step for the
+        points that remain: compacted with them, or with the frozen points' rows zeroed."""
+        self.frozen = hit if self.frozen is None else self.frozen | hit
+        n_frozen = int(self.frozen.sum())
+        if not n_frozen:
+            return step
+        ids = self.positions()
+        fooled[ids[self.frozen]] = True
+        if 4 * n_frozen < len(self.y):
+            return torch.where(self.frozen.view(-1, *([1] * (step.ndim - 1))), 0.0, step)
+        if self.ids is None:
+            self._full = self.delta.clone()     # delta may still share storage with the initial perturbation
+        else:
+            self._full[ids] = self.delta
+        keep = ~self.frozen
+        self.state = {k: v[keep] if torch.is_tensor(v) else v for k, v in self.state.items()}
+        self.ids, self.x, self.y, self.delta, self.frozen = ids[keep], self.x[keep], self.y[keep], self.delta[keep], None
+        self.ref = rows_of(self.ref, keep)
+        return step[keep]
+
+    def full_delta(self) -> torch.Tensor:
+        """The full batch's perturbations: each point's latest iterate (the fooling one for a frozen point)."""
+        if self.ids is None:
+            return self.delta
+        if len(self.ids):
+            self._full[self.ids] = self.delta
+        return self._full
+
+    def unfrozen_positions(self) -> torch.Tensor:
+        """Positions in the full batch of the points not frozen (not known to be fooled)."""
+        ids = self.positions()
+        return ids if self.frozen is None else ids[~self.frozen]

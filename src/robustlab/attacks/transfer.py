@@ -24,20 +24,33 @@ import torch
 import torch.nn.functional as F
 
 from robustlab.attacks.base import IterativeAttack
+from robustlab.core.errors import ConfigError
+from robustlab.core.schema import spec
 
 
 @dataclass
 class DIConfig:
-    prob: float = 0.5          # probability of transforming
-    rate: float = 0.9          # < 1: shrink_pad's smallest size; > 1: enlarge_resize's largest
-    mode: str = "shrink_pad"   # shrink_pad (torchattacks) | enlarge_resize (TransferAttack)
-    per_sample: bool = False   # one coin per sample instead of one per batch
+    """Input diversity (Xie et al., CVPR 2019): with probability ``prob`` the input is resized and padded."""
+    prob: float = spec(0.5, lo=0.0, hi=1.0, doc="probability of transforming")
+    rate: float = spec(0.9, lo=0.0, lo_open=True, doc="< 1: shrink_pad's smallest size; > 1: enlarge_resize's largest")
+    mode: str = spec("shrink_pad", choices=["shrink_pad", "enlarge_resize"],
+                     doc="shrink_pad (torchattacks) | enlarge_resize (TransferAttack)")
+    per_sample: bool = spec(False, doc="one coin per sample instead of one per batch")
+
+    def check(self, key: str) -> None:
+        if (self.rate < 1) != (self.mode == "shrink_pad"):
+            raise ConfigError(f"{key}rate: got {self.rate:g}; shrink_pad needs a rate < 1, enlarge_resize > 1")
 
 
 @dataclass
 class TIConfig:
-    kernel: int = 15           # kernel side (odd)
-    nsig: float = 3.0          # the kernel spans +- nsig standard deviations
+    """Translation invariance (Dong et al., CVPR 2019): the gradient smoothed by a normalised Gaussian kernel."""
+    kernel: int = spec(15, lo=1, doc="kernel side (odd)")
+    nsig: float = spec(3.0, lo=0.0, lo_open=True, doc="the kernel spans +- nsig standard deviations")
+
+    def check(self, key: str) -> None:
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"{key}kernel: got {self.kernel}; must be odd")
 
 
 def gaussian_kernel(size: int, nsig: float) -> torch.Tensor:

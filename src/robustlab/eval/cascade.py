@@ -31,6 +31,7 @@ from torch import nn
 
 from robustlab.attacks.modes import attack_mode
 from robustlab.core.errors import ConfigError
+from robustlab.core.flags import flags_tensor, flags_text
 from robustlab.core.io import read_json, write_json
 from robustlab.core.progress import Progress, duration
 from robustlab.attacks.accuracy import EVAL_SEED, AttackSpec, build_eval_attack, fraction, predict
@@ -132,14 +133,6 @@ def autoattack_stages(eps: float, norm: str, seed: int = 0) -> list[AutoAttackSt
     return [AutoAttackStage(c, eps, norm, seed) for c in AUTOATTACK_STANDARD]
 
 
-def _flags(t: torch.Tensor) -> str:
-    return "".join("1" if v else "0" for v in t.tolist())
-
-
-def _unflags(s: str) -> torch.Tensor:
-    return torch.tensor([c == "1" for c in s], dtype=torch.bool)
-
-
 def _step_reporter(progress: Progress, stage, points: int, chunk_no: int, chunks: int, log, every: float):
     """Inside a chunk: a line at most every ``every`` seconds with the restart and step and the stage's ETA
     (steps of this chunk count as fractions of its points); for a stage run by outside code in one call (an
@@ -192,14 +185,14 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
     if state is None:
         t0 = time.perf_counter()
         clean = predict(model, x, batch_size, autocast).cpu() == y.cpu()
-        state = {"key": key, "clean": _flags(clean), "robust": _flags(clean), "stages": {}}
+        state = {"key": key, "clean": flags_text(clean), "robust": flags_text(clean), "stages": {}}
         state["clean_seconds"] = time.perf_counter() - t0
-    robust = _unflags(state["robust"])
+    robust = flags_tensor(state["robust"])
     for stage in stages:
-        st = state["stages"].setdefault(stage.name, {"attacked": _flags(torch.zeros(len(y), dtype=torch.bool)),
-                                                     "fooled": _flags(torch.zeros(len(y), dtype=torch.bool)),
+        st = state["stages"].setdefault(stage.name, {"attacked": flags_text(torch.zeros(len(y), dtype=torch.bool)),
+                                                     "fooled": flags_text(torch.zeros(len(y), dtype=torch.bool)),
                                                      "seconds": 0.0})
-        attacked, fooled_by = _unflags(st["attacked"]), _unflags(st["fooled"])
+        attacked, fooled_by = flags_tensor(st["attacked"]), flags_tensor(st["fooled"])
         todo = (robust & ~attacked).nonzero().squeeze(1)
         if len(todo):
             log(f"{stage.name}: {len(todo)} points to attack in {-(-len(todo) // chunk)} chunk(s) "
@@ -216,8 +209,8 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
             robust[part[fooled]] = False
             fooled_by[part[fooled]] = True
             attacked[part] = True
-            st.update(attacked=_flags(attacked), fooled=_flags(fooled_by), seconds=st["seconds"] + time.perf_counter() - t0)
-            state["robust"] = _flags(robust)
+            st.update(attacked=flags_text(attacked), fooled=flags_text(fooled_by), seconds=st["seconds"] + time.perf_counter() - t0)
+            state["robust"] = flags_text(robust)
             if path is not None:
                 write_json(path, state)
             progress.advance(len(part), f"{int(fooled.sum())} of this chunk fooled, {int(robust.sum())}/{len(y)} "
@@ -227,14 +220,14 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
     if path is not None:
         write_json(path, state)
     n = len(y)
-    clean = _unflags(state["clean"])
+    clean = flags_tensor(state["clean"])
     out = {"n": n, "clean_acc": fraction(clean),
            "robust_acc": fraction(robust), "clean": clean, "robust": robust,
            "fooled_by": {}, "stages": []}
     remaining = clean.clone()
     for stage in stages:
         st = state["stages"][stage.name]
-        fooled_by = _unflags(st["fooled"])
+        fooled_by = flags_tensor(st["fooled"])
         remaining &= ~fooled_by
         out["fooled_by"][stage.name] = fooled_by
         out["stages"].append({"name": stage.name, "robust_acc": fraction(remaining),
