@@ -8,43 +8,15 @@ from __future__ import annotations
 import html
 import math
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
-from robustlab.core.errors import ConfigError
-from robustlab.core.io import read_json, read_jsonl, write_text
-from robustlab.core.yamlio import read_yaml
+from robustlab.core.io import write_text
 from robustlab.diagnostics import collapse_verdict_in_metrics
 from robustlab.report.evals import EVAL_HEADER, eval_rows, run_evaluations, sanity_summary
 from robustlab.report.format import INT, PCT, SECONDS, fmt, html_page, html_table, kind_of, md_table, spread
+from robustlab.report.views import RunView, load_run
 
 CURVES = [("test_clean_acc", "clean"), ("test_pgd_acc", "PGD"), ("test_fgsm_acc", "FGSM")]
-
-
-@dataclass
-class RunRecord:
-    path: Path
-    config: dict
-    metrics: list[dict]
-    results: dict
-
-    @property
-    def seed(self):
-        return self.config.get("seed")
-
-
-def load_run(run_dir: str | Path) -> RunRecord:
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    config = read_yaml(cfg_path, "config file") if cfg_path.is_file() else {}
-    if not isinstance(config or {}, dict):
-        raise ConfigError(f"{cfg_path}: damaged, not a config mapping")
-    res_path = run_dir / "results.json"
-    metrics = read_jsonl(run_dir / "metrics.jsonl")       # damage (a torn line) is a one-line error, nothing written
-    results = read_json(res_path) if res_path.is_file() else {}
-    if not isinstance(results, dict):
-        raise ConfigError(f"{res_path}: damaged, not a results mapping")
-    return RunRecord(run_dir, config or {}, metrics, results)
 
 
 def _plt():
@@ -52,23 +24,6 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def monitor_text(run: RunRecord) -> str:
-    """'PGD-10-1 and FGSM, eps 0.2, 1000 test points' for the per-epoch curves of a run."""
-    mon = run.results.get("monitor") or {}
-    cfg_m, method = run.config.get("monitor", {}), run.config.get("method", {})
-    attacks = mon.get("attacks") or ([f"PGD-{cfg_m.get('attack_steps', '?')}-{cfg_m.get('attack_restarts', '?')}"]
-                                     + (["FGSM"] if cfg_m.get("fgsm") else []))
-    n = (mon.get("points") or {}).get("test", cfg_m.get("eval_points", "?"))
-    eps = mon.get("eps", method.get("eps"))
-    eps_s = f"{eps:.4g}" if isinstance(eps, (int, float)) else "?"
-    return f"{' and '.join(attacks)}, eps {eps_s}, {n} test points"
-
-
-def final_text(fe: dict) -> str:
-    attack = fe.get("attack") or {}
-    return f"{fe.get('protocol', 'final evaluation')}, eps {attack.get('eps', 0):.4g}, first {fe.get('n_examples', '?')} test points"
 
 
 def _legend_below(fig, axes, ncol: int = 4) -> None:
@@ -83,7 +38,7 @@ def _legend_below(fig, axes, ncol: int = 4) -> None:
     fig.tight_layout()
 
 
-def _mark_onsets(ax, runs: list[RunRecord], color, label_prefix: str = "") -> None:
+def _mark_onsets(ax, runs: list[RunView], color, label_prefix: str = "") -> None:
     """Each run's CO onset as a dotted line, labelled with its seed (or 'failure' onsets dashed)."""
     for r in runs:
         verdict, epoch = collapse_verdict_in_metrics(r.metrics)
@@ -100,11 +55,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     run = load_run(run_dir)
     out = run.path / "report"
     out.mkdir(exist_ok=True)
-    method = run.config.get("method", {})
-    eps = method.get("eps")
-    title = (f"robustlab run {run.path.resolve().name}: {method.get('name', '?')}"
-             + (f" eps {eps:.4g}" if isinstance(eps, (int, float)) else "")
-             + f" on {run.config.get('data', {}).get('name', '?')}")
+    title = (f"robustlab run {run.path.resolve().name}: {run.method}"
+             + (f" eps {run.eps:.4g}" if isinstance(run.eps, (int, float)) else "") + f" on {run.data}")
     evals = run_evaluations(run.path)
     images = []
     if run.metrics:
@@ -114,25 +66,21 @@ def write_run_report(run_dir: str | Path) -> Path:
     tables = []
     if evals:
         tables.append(("Evaluations (robustlab eval)", EVAL_HEADER, eval_rows(evals, fmt)))
-    fe = run.results.get("final_eval") or {}
-    if fe.get("last"):
-        rows = [[which, fmt(fe[which].get("clean_acc"), PCT), fmt(fe[which].get("robust_acc"), PCT)]
-                for which in ("last", "best", "swa") if which in fe]
-        tables.append((f"Final evaluation at the end of training ({final_text(fe)})",
+    if run.final.last:
+        rows = [[which, fmt(f.clean_acc, PCT), fmt(f.robust_acc, PCT)] for which, f in run.final.checkpoints()]
+        tables.append((f"Final evaluation at the end of training ({run.final.text()})",
                        ["checkpoint", "clean (%)", "robust (%)"], rows))
     if run.metrics:
         keys = [k for k in run.metrics[0] if k not in ("epoch", "co_fired")]
-        tables.append((f"Per-epoch metrics (monitor: {monitor_text(run)}; accuracies in %)", ["epoch"] + keys,
+        tables.append((f"Per-epoch metrics (monitor: {run.monitor.text()}; accuracies in %)", ["epoch"] + keys,
                        [[fmt(m.get("epoch"), INT)] + [fmt(m.get(k), kind_of(k)) for k in keys] for m in run.metrics]))
     _write_pages(out, title, findings, images, tables)
     return out
 
 
-def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
-    res = run.results
-    lines = [f"Status: {res.get('status', 'unknown')} after {res.get('epochs_completed', len(run.metrics))} of "
-             f"{res.get('epochs', run.config.get('train', {}).get('epochs', '?'))} epochs"
-             + (f" ({res['message']})" if res.get("message") else "") + "."]
+def run_findings(run: RunView, evals: list[dict]) -> list[str]:
+    lines = [f"Status: {run.status} after {run.epochs_completed} of {run.epochs if run.epochs is not None else '?'} epochs"
+             + (f" ({run.message})" if run.message else "") + "."]
     if not run.metrics:
         lines.append("No epoch has been recorded yet: there are no curves to draw.")
         return lines
@@ -143,17 +91,16 @@ def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
     elif verdict == "failure":
         lines.append(f"Training failure from epoch {epoch}: robust and clean accuracy fell together (not CO).")
     last = run.metrics[-1]
-    lines.append(f"Last epoch ({monitor_text(run)}): clean {fmt(last.get('test_clean_acc'), PCT)} %, PGD "
+    lines.append(f"Last epoch ({run.monitor.text()}): clean {fmt(last.get('test_clean_acc'), PCT)} %, PGD "
                  f"{fmt(last.get('test_pgd_acc'), PCT)} %.")
-    fe = res.get("final_eval") or {}
-    if fe.get("last"):
-        lines.append(f"Final evaluation ({final_text(fe)}): last checkpoint {fmt(fe['last'].get('robust_acc'), PCT)} % "
-                     f"robust, {fmt(fe['last'].get('clean_acc'), PCT)} % clean"
-                     + (f"; best checkpoint (epoch {res.get('best_epoch')}) {fmt(fe['best'].get('robust_acc'), PCT)} % "
-                        "robust" if fe.get("best") else "")
-                     + (f"; averaged model (SWA, {fe['swa'].get('snapshots')} snapshots) "
-                        f"{fmt(fe['swa'].get('robust_acc'), PCT)} % robust, {fmt(fe['swa'].get('clean_acc'), PCT)} % clean"
-                        if fe.get("swa") else "") + ".")
+    fe = run.final
+    if fe.last:
+        lines.append(f"Final evaluation ({fe.text()}): last checkpoint {fmt(fe.last.robust_acc, PCT)} % "
+                     f"robust, {fmt(fe.last.clean_acc, PCT)} % clean"
+                     + (f"; best checkpoint (epoch {run.best_epoch}) {fmt(fe.best.robust_acc, PCT)} % robust"
+                        if fe.best else "")
+                     + (f"; averaged model (SWA, {fe.swa.snapshots} snapshots) {fmt(fe.swa.robust_acc, PCT)} % robust, "
+                        f"{fmt(fe.swa.clean_acc, PCT)} % clean" if fe.swa else "") + ".")
     for r in evals:
         lines.append(f"robustlab eval {r['protocol']} ({r.get('threat_model')} eps {r.get('eps')}, "
                      f"{r.get('n_examples')} points, {Path(str(r.get('checkpoint', '?'))).stem} checkpoint): "
@@ -162,7 +109,7 @@ def run_findings(run: RunRecord, evals: list[dict]) -> list[str]:
     return lines
 
 
-def _run_curves(run: RunRecord, path: Path) -> None:
+def _run_curves(run: RunView, path: Path) -> None:
     from robustlab.diagnostics import robust_overfitting
     plt = _plt()
     grad = any("grad_norm_sq_mean" in m for m in run.metrics)
@@ -179,7 +126,7 @@ def _run_curves(run: RunRecord, path: Path) -> None:
         acc.plot([ro["best_epoch"]], [100 * ro["best"]], marker="*", ms=11, color="k", ls="none",
                  label=f"best PGD (epoch {ro['best_epoch']})")
     _mark_onsets(acc, [run], "crimson")
-    acc.set(title=f"accuracy: {monitor_text(run)}", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
+    acc.set(title=f"accuracy: {run.monitor.text()}", xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100))
     acc.title.set_fontsize(9)
     axes[1].plot(epochs, [m.get("train_loss") for m in run.metrics], marker="o", ms=3)
     axes[1].set(title="training loss (the method's objective)", xlabel="epoch", ylabel="loss")
@@ -226,7 +173,7 @@ DIAGNOSTICS = [("diag_elle_error", "ELLE linearity error", True), ("diag_gradali
                ("diag_fgsm_pgd_gap", "FGSM - PGD accuracy gap", False)]
 
 
-def _plot_groups(ax, runs: dict[str, list[RunRecord]], key: str, scale: float = 1.0) -> None:
+def _plot_groups(ax, runs: dict[str, list[RunView]], key: str, scale: float = 1.0) -> None:
     """Per group: the mean over its runs of ``key`` per epoch, shaded min-max."""
     for name, group in runs.items():
         n_ep = max((len(r.metrics) for r in group), default=0)
@@ -238,11 +185,11 @@ def _plot_groups(ax, runs: dict[str, list[RunRecord]], key: str, scale: float = 
         ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
 
 
-def _group_colors(ax, runs: dict[str, list[RunRecord]]):
+def _group_colors(ax, runs: dict[str, list[RunView]]):
     return zip([line.get_color() for line in ax.get_lines()], runs.values())
 
 
-def _mark_best_epochs(ax, runs: dict[str, list[RunRecord]]) -> None:
+def _mark_best_epochs(ax, runs: dict[str, list[RunView]]) -> None:
     """Each run's best robust epoch as a star in its group's colour (robust overfitting: best well before last)."""
     from robustlab.diagnostics import robust_overfitting
     for color, group in list(_group_colors(ax, runs)):
@@ -252,7 +199,7 @@ def _mark_best_epochs(ax, runs: dict[str, list[RunRecord]]) -> None:
                 ax.plot([ro["best_epoch"]], [100 * ro["best"]], marker="*", ms=10, color=color, ls="none")
 
 
-def _plot_grad_norms(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
+def _plot_grad_norms(plt, runs: dict[str, list[RunView]], path: Path) -> None:
     """Gradient instability: the epoch mean and max of the squared global gradient norm, per group (log scale)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (key, title) in zip(axes, [("grad_norm_sq_mean", "squared gradient norm, epoch mean"),
@@ -265,7 +212,7 @@ def _plot_grad_norms(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_diagnostics(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
+def _plot_diagnostics(plt, runs: dict[str, list[RunView]], path: Path) -> None:
     """The per-epoch linearity diagnostics of every group, with each run's CO onset as a dotted line in its
     group's colour: ELLE's error and the FGSM-PGD gap jump, the gradient cosine drops, when CO sets in."""
     fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(5 * len(DIAGNOSTICS), 4.2))
@@ -283,7 +230,7 @@ def _plot_diagnostics(plt, runs: dict[str, list[RunRecord]], path: Path) -> None
     plt.close(fig)
 
 
-def _group_curves(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
+def _group_curves(plt, runs: dict[str, list[RunView]], path: Path) -> None:
     """Accuracy curves of every group (%), each panel titled with its attack, eps and points, each run's CO onset
     (dotted) or training failure (dashed) labelled with its seed."""
     first = next(r for g in runs.values() for r in g)
@@ -291,7 +238,7 @@ def _group_curves(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
               if any(m.get(k) is not None for g in runs.values() for r in g for m in r.metrics)] or CURVES[:1]
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.4), sharey=True, squeeze=False)
     axes = axes[0]
-    mon = monitor_text(first)
+    mon = first.monitor.text()
     for ax, (key, label) in zip(axes, curves):
         _plot_groups(ax, runs, key, scale=100.0)
         if key == "test_pgd_acc":
@@ -309,24 +256,23 @@ def _group_curves(plt, runs: dict[str, list[RunRecord]], path: Path) -> None:
     plt.close(fig)
 
 
-def group_findings(runs: dict[str, list[RunRecord]]) -> list[str]:
+def group_findings(runs: dict[str, list[RunView]]) -> list[str]:
     """One sentence per group with counts over its runs: CO, training failures, final robust and clean accuracy."""
     lines = []
     for name, group in runs.items():
         verdicts = [collapse_verdict_in_metrics(r.metrics) for r in group]
         co = [e for v, e in verdicts if v == "co"]
         fail = [e for v, e in verdicts if v == "failure"]
-        finished = sum(r.results.get("status") == "finished" for r in group)
+        finished = sum(r.status == "finished" for r in group)
         parts = [f"{name}: {finished} of {len(group)} runs finished",
                  f"CO in {len(co)} of {len(group)}" + (f" (onset epochs {', '.join(map(str, sorted(co)))})" if co else "")]
         if fail:
             parts.append(f"training failure (clean accuracy fell too) in {len(fail)} of {len(group)}")
-        fes = [r.results.get("final_eval") or {} for r in group]
-        with_final = [fe for fe in fes if fe.get("last")]
+        with_final = [r.final for r in group if r.final.last]
         if with_final:
-            parts.append(f"{final_text(with_final[0])}, last checkpoint: robust "
-                         f"{spread([fe['last'].get('robust_acc') for fe in with_final])} %, clean "
-                         f"{spread([fe['last'].get('clean_acc') for fe in with_final])} % (mean ± sd, min–max over "
+            parts.append(f"{with_final[0].text()}, last checkpoint: robust "
+                         f"{spread([fe.last.robust_acc for fe in with_final])} %, clean "
+                         f"{spread([fe.last.clean_acc for fe in with_final])} % (mean ± sd, min–max over "
                          f"{len(with_final)} runs)")
         else:
             parts.append(f"last-epoch PGD {spread([r.metrics[-1].get('test_pgd_acc') for r in group if r.metrics])} %")
@@ -367,27 +313,27 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     tables = []
     if runs:
         first = next(r for g in runs.values() for r in g)
-        tables.append((f"Last epoch, training monitor ({monitor_text(first)}); % as mean ± sd (min–max) over runs",
+        tables.append((f"Last epoch, training monitor ({first.monitor.text()}); % as mean ± sd (min–max) over runs",
                        ["group", "runs", "clean", "PGD", "FGSM", "best-epoch PGD", "best − last PGD", "CO runs"],
                        [[name, str(len(g)), spread([r.metrics[-1].get("test_clean_acc") for r in g]),
                          spread([r.metrics[-1].get("test_pgd_acc") for r in g]),
                          spread([r.metrics[-1].get("test_fgsm_acc") for r in g]),
                          spread([_best_pgd(r) for r in g]), spread([_gap(r) for r in g]),
                          f"{sum(collapse_verdict_in_metrics(r.metrics)[0] == 'co' for r in g)}/{len(g)}"] for name, g in runs.items()]))
-        fes = {name: [r.results.get("final_eval") or {} for r in g] for name, g in runs.items()}
-        rows = [[name, str(sum(bool(fe.get("last")) for fe in f)),
-                 spread([fe["last"].get("clean_acc") for fe in f if fe.get("last")]),
-                 spread([fe["last"].get("robust_acc") for fe in f if fe.get("last")]),
-                 spread([fe["best"].get("robust_acc") for fe in f if fe.get("best")])] for name, f in fes.items()]
-        with_final = [fe for f in fes.values() for fe in f if fe.get("last")]
+        fes = {name: [r.final for r in g] for name, g in runs.items()}
+        rows = [[name, str(sum(bool(fe.last) for fe in f)),
+                 spread([fe.last.clean_acc for fe in f if fe.last]),
+                 spread([fe.last.robust_acc for fe in f if fe.last]),
+                 spread([fe.best.robust_acc for fe in f if fe.best])] for name, f in fes.items()]
+        with_final = [fe for f in fes.values() for fe in f if fe.last]
         if with_final:
-            tables.append((f"Final evaluation at the end of training ({final_text(with_final[0])}); %",
+            tables.append((f"Final evaluation at the end of training ({with_final[0].text()}); %",
                            ["group", "runs", "clean (last)", "robust (last)", "robust (best checkpoint)"], rows))
     if eval_table:
         tables.append(("Evaluations (robustlab eval)", ["trial"] + EVAL_HEADER, eval_table))
     if trial_table is None:
         trial_table = (["group", "run folder", "status", "seed", "PGD (%)", "FGSM (%)"],
-                       [[name, str(r.path), r.results.get("status", "?"), str(r.seed),
+                       [[name, str(r.path), r.status, str(r.seed),
                          fmt(r.metrics[-1].get("test_pgd_acc"), PCT), fmt(r.metrics[-1].get("test_fgsm_acc"), PCT)]
                         for name, group in runs.items() for r in group])
     tables.append(("Runs", *trial_table))
@@ -395,14 +341,14 @@ def write_comparison_report(out_dir: str | Path, groups: dict[str, list[str | Pa
     return out
 
 
-def _best_pgd(r: RunRecord):
+def _best_pgd(r: RunView):
     vals = [m.get("test_pgd_acc") for m in r.metrics if m.get("test_pgd_acc") is not None]
     return max(vals) if vals else None
 
 
-def _gap(r: RunRecord):
+def _gap(r: RunView):
     from robustlab.diagnostics import robust_overfitting
     return robust_overfitting(r.metrics, "test_pgd_acc").get("gap")
 
 
-__all__ = ["CURVES", "RunRecord", "SECONDS", "load_run", "write_comparison_report", "write_run_report"]
+__all__ = ["CURVES", "RunView", "SECONDS", "load_run", "write_comparison_report", "write_run_report"]
