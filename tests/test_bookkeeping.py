@@ -61,7 +61,8 @@ def test_init_from_loads_weights_and_names_bad_files(tmp_path):
     t = Trainer(cfg(**{"train.init_from": str(tmp_path / "src" / "checkpoints" / "last.pt"), "train.epochs": 1}),
                 tmp_path / "ft", log=quiet)
     t._build()
-    t._init_weights(t.cfg.train.init_from)
+    from robustlab.engine.run_folder import load_initial_weights
+    load_initial_weights(t.model, t.cfg.train.init_from, t.cfg.model.name, quiet, t.run_dir)
     seen = t.model.state_dict()
     assert all(torch.equal(seen[k], src[k]) for k in src)
     (tmp_path / "notweights.pt").write_text("hello")

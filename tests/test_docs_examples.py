@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -11,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_extending_examples_register_and_train(tmp_path, tiny_cfg, monkeypatch):
     text = (ROOT / "docs" / "extending.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 3
-    (tmp_path / "docs_components.py").write_text("\n\n".join(blocks))
+    assert len(blocks) == 4
+    (tmp_path / "docs_components.py").write_text("\n\n".join(blocks[:3]))
     monkeypatch.syspath_prepend(str(tmp_path))
     from robustlab.config import ConfigError, config_from_dict
     from robustlab.engine import train
@@ -29,6 +30,27 @@ def test_extending_examples_register_and_train(tmp_path, tiny_cfg, monkeypatch):
     tiny_cfg["method"]["clean_weight"] = 2
     with pytest.raises(ConfigError, match=r"method\.clean_weight: got 2; must be <= 1"):
         config_from_dict(tiny_cfg)
+
+
+def test_extending_run_hook_example_keeps_and_evaluates_its_model(tmp_path, tiny_cfg, monkeypatch):
+    """docs/extending.md's run hook (an EMA of the weights), added to RUN_HOOKS as the page says: its model is in the
+    final evaluation, its state in last.pt, and with decay 0 it is the last weights exactly."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text.split("## A run-level feature")[1], flags=re.S)[0]
+    namespace = {}
+    exec(compile(code, "extending.md", "exec"), namespace)
+    ema = namespace["WeightEMA"]
+    from robustlab.config import config_from_dict
+    from robustlab.core.io import load_torch
+    from robustlab.engine import hooks, train
+    monkeypatch.setattr(hooks, "RUN_HOOKS", hooks.RUN_HOOKS + (ema,))
+    monkeypatch.setattr(ema, "build", classmethod(lambda cls, cfg, run: cls(run.model, decay=0.0)))
+    tiny_cfg["train"]["epochs"] = 2
+    res = train(config_from_dict(tiny_cfg), tmp_path / "run", log=lambda s: None)
+    last = load_torch(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.equal(last["components"]["ema"][k], last["model"][k]) for k in last["model"])
+    assert res["final_eval"]["ema"]["robust_acc"] == res["final_eval"]["last"]["robust_acc"]
+    assert res["final_eval"]["ema"]["clean_acc"] == res["final_eval"]["last"]["clean_acc"]
 
 
 def test_readme_outside_model_walkthrough_runs_as_written(tmp_path):
