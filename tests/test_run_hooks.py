@@ -17,12 +17,12 @@ from robustlab.engine import hooks as hooks_module
 from robustlab.engine import train
 from robustlab.engine.hooks import RunHook
 
-BASE = {"seed": 0, "data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
-        "model": {"name": "wong_mnist"}, "method": {"name": "fgsm", "eps": 0.1},
-        "optim": {"lr": 0.05, "schedule": "constant"},
-        "train": {"epochs": 3, "progress": "none", "threads": 1},
-        "monitor": {"eval_points": 64, "attack_steps": 2, "diagnostics": []},
-        "final_eval": {"points": 32, "steps": 2, "restarts": 1}}
+@pytest.fixture
+def base(tiny_cfg):
+    """tiny_cfg with an lr schedule that does not depend on the epoch count (so the run can be extended)."""
+    tiny_cfg["optim"]["schedule"] = "constant"
+    tiny_cfg["monitor"]["diagnostics"] = []
+    return tiny_cfg
 
 
 def comparable(rows):
@@ -75,10 +75,10 @@ class StepCounter(RunHook):
         self.steps = state["steps"]
 
 
-def test_phases_order_state_and_stop(tmp_path, monkeypatch):
+def test_phases_order_state_and_stop(tmp_path, monkeypatch, base):
     monkeypatch.setattr(hooks_module, "RUN_HOOKS", hooks_module.RUN_HOOKS + (StepCounter,))
     StepCounter.calls, StepCounter.stop_after = [], 0
-    two = {**BASE, "train": {**BASE["train"], "epochs": 2}}
+    two = {**base, "train": {**base["train"], "epochs": 2}}
     res = train(config_from_dict(two), tmp_path / "r", log=lambda s: None)
     per_epoch = ["measure", "decide", "persist", "publish", "stop"]
     assert [c for c, _ in StepCounter.calls] == ["start"] + per_epoch * 2 + ["finish"]
@@ -90,20 +90,20 @@ def test_phases_order_state_and_stop(tmp_path, monkeypatch):
     assert last["components"]["step_counter"] == {"steps": 2 * steps_per_epoch}
     # extended to 4 epochs: the count resumes from the checkpoint (not from zero); the hook stops it after epoch 3
     StepCounter.calls, StepCounter.stop_after = [], 3
-    res = train(config_from_dict({**BASE, "train": {**BASE["train"], "epochs": 4}}), tmp_path / "r", log=lambda s: None)
+    res = train(config_from_dict({**base, "train": {**base["train"], "epochs": 4}}), tmp_path / "r", log=lambda s: None)
     assert StepCounter.calls[0] == ("start", 2)
     assert res["message"] == "enough" and res["epochs_completed"] == 3
     assert [r["counted_steps"] for r in read_jsonl(tmp_path / "r" / "metrics.jsonl")] == \
         [steps_per_epoch * k for k in (1, 2, 3)]
 
 
-def test_sigkill_resume_with_swa_kept_epochs_and_tracker_is_exact(tmp_path):
+def test_sigkill_resume_with_swa_kept_epochs_and_tracker_is_exact(tmp_path, base):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    cfg = {**BASE, "train": {**BASE["train"], "epochs": 4, "keep_every": 1,
+    cfg = {**base, "train": {**base["train"], "epochs": 4, "keep_every": 1,
                              "swa": {"start_epoch": 2, "every_steps": 2},
                              "trackers": [{"name": "tensorboard"}]},
-           "monitor": {**BASE["monitor"], "grad_norm_trace": True}}
+           "monitor": {**base["monitor"], "grad_norm_trace": True}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "robustlab", "train", str(path), "--out"]
