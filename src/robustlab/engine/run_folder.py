@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from robustlab.config import Config, ConfigError, config_from_dict, epoch_dependent_keys
+from robustlab.core import checkpoint as ckpt_io
 from robustlab.core.io import read_json, save_torch, write_json, write_text
 from robustlab.core.yamlio import read_yaml
 from robustlab.engine.env import environment, with_start_history
@@ -87,7 +88,6 @@ def load_initial_weights(model, path: str, model_name: str, log, run_dir: Path) 
 
 def load_resumable(path: Path, device) -> dict:
     """The state in ``checkpoints/last.pt``, or a ConfigError saying why the run cannot resume from it."""
-    from robustlab.core import checkpoint as ckpt_io
     try:
         state = ckpt_io.load_checkpoint(path, map_location=device)
     except ValueError as exc:

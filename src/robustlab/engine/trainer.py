@@ -224,8 +224,8 @@ class Trainer:
         key = score_key(row)
         self._call("decide", epoch, row, state.history, key)
         self._call("persist", epoch, row)
-        if score(row, key) > state.best["score"]:
-            state.best = {"epoch": epoch + 1, "score": score(row, key)}
+        if (epoch_score := score(row, key)) > state.best["score"]:
+            state.best = {"epoch": epoch + 1, "score": epoch_score}
             self.write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
                        config=self.cfg.to_dict(), metrics=row)
         state.epoch = epoch + 1
@@ -239,9 +239,9 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     def _components_state(self) -> dict:
-        state = {"method": self.method.state_dict(), "loss_scaler": self.scaler.state_dict()}
-        state.update({hook.name: hook.state_dict() for hook in self.hooks if hook.state_dict() is not None})
-        return state
+        hooks = {hook.name: hook.state_dict() for hook in self.hooks}
+        return {"method": self.method.state_dict(), "loss_scaler": self.scaler.state_dict(),
+                **{name: st for name, st in hooks.items() if st is not None}}
 
     def save_last(self) -> None:
         """The resumable checkpoint: every rank's RNG states (a collective call), written by rank 0."""

@@ -66,7 +66,7 @@ class ARATConfig(MethodConfig):
     balance_points: int = spec(1024, lo=1, doc="training images for acc_prev")
     clean_branch: str = spec("clean")
     adv_branch: str = spec("adv")
-    reference_aliasing: bool = spec(False, doc="reproduce the reference code's in-place aliasing (spec 3.3)")
+    reference_aliasing: bool = spec(False, doc="reproduce the reference code's in-place aliasing (docs/arat.md)")
 
     def resolve(self, parent, key: str) -> None:
         self.alpha = default_step(self.eps) if self.alpha is None else self.alpha

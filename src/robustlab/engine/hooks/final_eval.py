@@ -1,18 +1,19 @@
 """The final evaluation (``final_eval``): when training ends normally, the last and the best checkpoints (and every
 model a hook offers, e.g. SWA's averaged model) are evaluated on the first ``final_eval.points`` test points with
 PGD-``steps``-``restarts`` (step ``alpha``, default eps/4; PGD-50-10 by default), each split-BN branch beside the
-deployed one, in fp32 whatever the training precision. ``best_minus_last`` is the robust-overfitting gap under this protocol (Rice et al., 2020). The model is
-left holding the last weights."""
+deployed one, in fp32 whatever the training precision. ``best_minus_last`` is the robust-overfitting gap under this
+protocol (Rice et al., 2020). The model is left holding the last weights."""
 from __future__ import annotations
 
 from robustlab.attacks import AttackSpec
 from robustlab.core import checkpoint as ckpt_io
-from robustlab.engine.hooks.base import RunHook
 from robustlab.engine.hooks.branches import auxiliary_branches
 from robustlab.models.split_bn import bn_branch
 
 
-class FinalEvaluation(RunHook):
+class FinalEvaluation:
+    """Not a phase hook: the trainer calls :meth:`evaluate` once, when training ended normally."""
+
     @classmethod
     def build(cls, cfg, run):
         return cls() if min(cfg.final_eval.points, len(run.data.test)) > 0 and cfg.method.eps > 0 else None

@@ -10,7 +10,7 @@ import time
 
 from robustlab.core import checkpoint as ckpt_io
 from robustlab.engine.hooks.base import RunHook
-from robustlab.engine.hooks.monitor import accuracy_columns, monitor_specs
+from robustlab.engine.hooks.monitor import accuracy_columns, monitor_specs, split_size
 from robustlab.optim.swa import build_averager
 
 
@@ -41,7 +41,7 @@ class WeightAveraging(RunHook):
         row["swa_snapshots"] = self.averager.snapshots
         specs = monitor_specs(run.cfg)
         for split in ("val", "test"):
-            if len(getattr(run.data, split)) == 0:     # as the monitor: every rank takes part or none
+            if split_size(run, split) == 0:     # as the monitor: every rank takes part or none
                 continue
             xs, ys = run.eval_sets[split]
             row.update(accuracy_columns(run.evaluate(xs, ys, specs, model=self.averager.module), specs, f"swa_{split}"))
