@@ -61,3 +61,36 @@ def test_mlflow_run_resumes_into_the_same_mlflow_run(tmp_path, monkeypatch):
 def test_unknown_tracker_is_named():
     with pytest.raises(ConfigError, match="train.trackers\\[wandb\\].name: got 'wandb'; allowed: mlflow, tensorboard"):
         config_from_dict(BASE, {"train.trackers": [{"name": "wandb"}]})
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["killed-before-the-sink", "killed-after-the-sink"])
+def test_an_epoch_recorded_but_not_published_reaches_tensorboard_on_resume(tmp_path, monkeypatch, sent):
+    """The kill window CI met: epoch 2 is in last.pt and metrics.jsonl, and the process dies before its row reached
+    TensorBoard (or after, before the record of it). The resumed run does not retrain epoch 2, yet the event files
+    read back as an uninterrupted run's: every epoch once, same values."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from robustlab.engine.hooks.trackers import Trackers
+    cfg = {**BASE, "train": {**BASE["train"], "epochs": 3, "trackers": [{"name": "tensorboard"}]}}
+    train(config_from_dict(cfg), tmp_path / "ref", log=quiet)
+    publish = Trackers.publish
+
+    def killed_at_epoch_2(self, run, epoch, row):
+        if epoch == 1:
+            if sent:
+                self._call(run, "log_epoch", row)
+            raise KeyboardInterrupt
+        publish(self, run, epoch, row)
+    monkeypatch.setattr(Trackers, "publish", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(cfg), tmp_path / "cut", log=quiet)
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 2
+    monkeypatch.setattr(Trackers, "publish", publish)
+    train(config_from_dict(cfg), tmp_path / "cut", log=quiet)
+
+    def scalars(run):
+        acc = EventAccumulator(str(run / "tensorboard"))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("val_pgd_acc")]
+    assert scalars(tmp_path / "cut") == scalars(tmp_path / "ref")
+    assert [s for s, _ in scalars(tmp_path / "ref")] == [1, 2, 3]

@@ -37,8 +37,11 @@ class TensorBoardTracker(Tracker):
     def start(self, config: dict, resumed_after_epoch: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
         self.config = config
-        self.writer = SummaryWriter(log_dir=str(self._folder()))
-        if resumed_after_epoch == 0:
+        folder = self._folder()
+        earlier = folder.is_dir() and any(folder.glob("events.out.tfevents.*"))
+        # a resumed run: whatever an earlier process wrote from the next epoch on is purged and sent again
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=resumed_after_epoch + 1 if earlier else None)
+        if not earlier:
             self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "```", 0)
 
     def log_epoch(self, row: dict) -> None:
