@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from robustlab.models import MODELS
-from robustlab.eval.cascade import PGDStage, autoattack_stages, run_cascade
+from robustlab.protocols.cascade import PGDStage, autoattack_stages, run_cascade
 from robustlab.attacks.accuracy import AttackSpec
 from robustlab.models import build_model
 

@@ -38,7 +38,7 @@ def one_run(arm: str, epochs: int, root: Path) -> float:
 
 def eval_progress(rounds: int) -> dict:
     from robustlab.attacks import AttackSpec
-    from robustlab.eval.cascade import PGDStage, run_cascade
+    from robustlab.protocols.cascade import PGDStage, run_cascade
     from robustlab.models import build_model
     from robustlab.config import config_from_dict as cfd
     from robustlab.data import build_data

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from robustlab.attacks.accuracy import AttackSpec, evaluate  # noqa: E402
+from robustlab.protocols import evaluate, fgsm_protocol, pgd_protocol  # noqa: E402
 from robustlab.eval.loading import load_run_model  # noqa: E402
 from robustlab.functional import ce_loss_fn, gradalign_term, input_grad  # noqa: E402
 from robustlab.data import build_data  # noqa: E402
@@ -83,8 +83,8 @@ def check(run: Path, points: int, seed: int) -> list[dict]:
         per_point = float((ours_cos[well] - cos[well]).abs().max()) if bool(well.any()) else float("nan")
         with torch.no_grad():
             p_true = torch.softmax(model(x), 1).gather(1, y[:, None]).squeeze(1)
-        fgsm, pgd = AttackSpec(name="fgsm", eps=eps), AttackSpec(name="pgd", eps=eps, steps=10, restarts=1)
-        acc = evaluate(model, x, y, [fgsm, pgd])
+        fgsm, pgd = fgsm_protocol(), pgd_protocol(10, 1)
+        acc = evaluate(model, x, y, [fgsm, pgd], eps)
         out.append({"epoch": int(re.search(r"(\d+)", f.stem).group(1)), "robustlab": ours,
                     "independent": term_over(cos, theirs_ok),
                     "independent_same_points": term_over(cos, ours_ok & theirs_ok),
@@ -92,8 +92,8 @@ def check(run: Path, points: int, seed: int) -> list[dict]:
                     "per_point": per_point,
                     "saturated": float((p_true == 1.0).float().mean()),
                     "median_grad_norm": float(norms.median()), "zero_grad": float((norms < 1e-8).float().mean()),
-                    "clean": acc["clean_acc"], "fgsm": acc[fgsm.describe()]["robust_acc"],
-                    "pgd": acc[pgd.describe()]["robust_acc"]})
+                    "clean": acc["clean_acc"], "fgsm": acc[fgsm.title(eps, "linf")]["robust_acc"],
+                    "pgd": acc[pgd.title(eps, "linf")]["robust_acc"]})
     return out
 
 

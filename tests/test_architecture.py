@@ -22,7 +22,7 @@ def test_every_component_registry_lists_its_entries_with_configs():
     """Each registered component declares a config class that the schema can build by name."""
     from robustlab.config import config_from_dict  # noqa: F401  (imports every registry)
     from robustlab.diagnostics import DIAGNOSTICS
-    from robustlab.eval.protocols import EVAL_ATTACKS
+    from robustlab.protocols import EVAL_ATTACKS
     from robustlab.methods import METHODS, REGULARIZERS
     from robustlab.methods.regularizers import WEIGHT_SCHEDULES
     from robustlab.models import MODELS, NORM_LAYERS

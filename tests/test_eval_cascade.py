@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from helpers import trained_synthetic_model
-from robustlab.eval.cascade import PGDStage, StateMismatch, run_cascade
+from robustlab.protocols.cascade import PGDStage, StateMismatch, run_cascade
 from robustlab.attacks.accuracy import AttackSpec
 from robustlab.eval.sanity import sanity_checks
 
@@ -78,7 +78,7 @@ def test_autoattack_stage_runs_the_reference_apgd():
     """One standard-AutoAttack component (APGD-CE, 100 iterations) through the reference code, as a cascade
     stage: within the clean-correct points, at least as strong as PGD-5 up to a point, and deterministic."""
     pytest.importorskip("pyautoattack")
-    from robustlab.eval.cascade import AutoAttackStage
+    from robustlab.protocols.cascade import AutoAttackStage
     model, x, y = trained_synthetic_model()
     x, y = x[:24], y[:24]
     aa = run_cascade(model, x, y, [AutoAttackStage("apgd-ce", 0.1)])
@@ -93,7 +93,7 @@ def test_autoattack_cascade_equals_the_reference_standard_run(norm, eps):
     """The four standard components as cascade stages give the same per-point verdicts as pyautoattack's own
     run_standard_evaluation, L-inf and L2 (some points must survive, so every stage runs)."""
     pyautoattack = pytest.importorskip("pyautoattack")
-    from robustlab.eval.cascade import autoattack_stages
+    from robustlab.protocols.cascade import autoattack_stages
     model, x, y = trained_synthetic_model()
     x, y = x[:32], y[:32]
     ours = run_cascade(model, x, y, autoattack_stages(eps, norm))
@@ -109,7 +109,7 @@ def test_progress_lines_per_chunk_and_per_step():
     and step (issue 15, section 3)."""
     from helpers import trained_synthetic_model
     from robustlab.attacks import AttackSpec
-    from robustlab.eval.cascade import PGDStage, run_cascade
+    from robustlab.protocols.cascade import PGDStage, run_cascade
     model, x, y = trained_synthetic_model()
     lines = []
     run_cascade(model, x[:96], y[:96], [PGDStage(AttackSpec("pgd", 0.1, None, 3, 2))], chunk=32, batch_size=32,
@@ -130,7 +130,7 @@ def test_autoattack_stage_reports_progress_inside_a_chunk():
     """The reference code runs a chunk in one call: its forward passes are counted and reported at most every
     ``progress_every`` seconds (0 here: every pass), and the verdicts are those of a run without reporting."""
     pytest.importorskip("pyautoattack")
-    from robustlab.eval.cascade import AutoAttackStage
+    from robustlab.protocols.cascade import AutoAttackStage
     model, x, y = trained_synthetic_model()
     lines = []
     with_log = run_cascade(model, x[:24], y[:24], [AutoAttackStage("apgd-ce", 0.1)], log=lines.append,

@@ -231,13 +231,13 @@ def test_a_run_whose_outputs_turn_non_finite_keeps_the_last_good_epoch(tmp_path)
 
 
 def test_predictions_from_nan_logits_are_never_correct():
-    from robustlab.attacks.accuracy import evaluate
+    from robustlab.protocols import evaluate
 
     class NaNNet(torch.nn.Module):
         def forward(self, x):
             return torch.full((len(x), 3), float("nan"))
     x, y = torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long)     # argmax of a NaN row is class 0 = the label
-    res = evaluate(NaNNet(), x, y, [])
+    res = evaluate(NaNNet(), x, y, [], eps=0.1)
     assert res["clean_acc"] == 0.0 and res["nonfinite"] == 6
 
 

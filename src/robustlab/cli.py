@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "in) and exit without running")
     t.set_defaults(func=_cmd_train)
 
-    from robustlab.eval.protocols import EVAL_ATTACKS
+    from robustlab.protocols import EVAL_ATTACKS
     e = sub.add_parser("eval", help="evaluate a run folder, a checkpoint, every trial of a study, or an external model "
                                     "(default PGD-50-10, step eps/4)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -99,14 +99,33 @@ class MonitorConfig:
 
 @dataclass
 class FinalEvalConfig:
-    """Evaluation of the last and best checkpoints when training ends (default PGD-50-10, step eps/4)."""
+    """Evaluation of the last and best checkpoints when training ends, by a registered protocol (default PGD-50-10,
+    step eps/4), on the points and chunks ``robustlab eval RUN --attack <protocol> --n <points>`` uses."""
     points: int = spec(1000, lo=0, doc="test points (0: skip)")
-    steps: int = spec(50, lo=1)
-    restarts: int = spec(10, lo=1)
-    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step size (default eps/4)")
+    protocol: str = spec("pgd", choices=["pgd", "autoattack", "pgd+autoattack"],
+                         doc="pgd: PGD-steps-restarts; autoattack: the standard AutoAttack (extra autoattack); "
+                             "pgd+autoattack: PGD, then AutoAttack on the points PGD left robust")
+    steps: int = spec(50, lo=1, doc="PGD iterations (pgd, pgd+autoattack)")
+    restarts: int = spec(10, lo=1, doc="PGD restarts (pgd, pgd+autoattack)")
+    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="PGD step size (default eps/4)")
+    seed: int = spec(0, lo=0, doc="AutoAttack's seed (autoattack, pgd+autoattack)")
 
     def resolve(self, parent, key: str) -> None:
         self.alpha = default_step(parent.method.eps) if self.alpha is None else self.alpha
+
+    def check(self, key: str) -> None:
+        import importlib.util
+        if "autoattack" in self.protocol and self.points and importlib.util.find_spec("pyautoattack") is None:
+            raise ConfigError(f"{key}protocol: {self.protocol!r} needs the reference AutoAttack code: "
+                              "pip install 'robustlab[autoattack]' (the pyautoattack package)")
+
+    def build_protocol(self):
+        """The registered protocol (robustlab.protocols) these settings describe."""
+        from robustlab.protocols import EVAL_ATTACKS
+        fields = {"name": self.protocol, "steps": self.steps, "restarts": self.restarts, "alpha": self.alpha,
+                  "seed": self.seed}
+        cls = EVAL_ATTACKS.config_class(self.protocol)
+        return EVAL_ATTACKS.build(cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__}))
 
 
 @dataclass

@@ -7,7 +7,7 @@ import dataclasses
 from robustlab.config import config_from_dict  # noqa: F401  (importing the config fills every registry)
 from robustlab.data import DATASETS
 from robustlab.diagnostics import DIAGNOSTICS
-from robustlab.eval.protocols import EVAL_ATTACKS
+from robustlab.protocols import EVAL_ATTACKS
 from robustlab.methods import METHODS, REGULARIZERS
 from robustlab.methods.regularizers import WEIGHT_SCHEDULES
 from robustlab.models import MODELS, NORM_LAYERS

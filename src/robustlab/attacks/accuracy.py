@@ -1,13 +1,10 @@
-"""Clean and robust accuracy of a model on a set of points.
-
-Robust accuracy counts a point as robust only if it is classified correctly both clean and at the
-attack's worst case (per sample, over restarts). Points misclassified clean are not attacked. The verdict
-at the adversarial point is the one the attack's own eval-mode forward pass established (no second pass).
+"""What evaluations are made of: the PGD/FGSM settings of an evaluation attack (:class:`AttackSpec`), the attack
+built from them in eval mode, eval-mode predictions that never count a non-finite output as correct, and exact
+fractions. The evaluation engine that runs them (every evaluation robustlab makes) is :mod:`robustlab.protocols`.
 """
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -83,27 +80,3 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, autocast=context
                 logits = model(x[i:i + batch_size])
             out.append(torch.where(torch.isfinite(logits).all(1), logits.argmax(1), NO_PREDICTION))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], batch_size: int = 500,
-             autocast=contextlib.nullcontext, seed: int = EVAL_SEED) -> dict:
-    """Clean accuracy and, for each attack spec, robust accuracy; also per-sample flags and seconds."""
-    t0 = time.perf_counter()
-    predicted = predict(model, x, batch_size, autocast)
-    clean = predicted == y
-    result = {"n": int(len(y)), "clean_acc": fraction(clean), "clean_correct": clean.cpu(),
-              "nonfinite": int((predicted == NO_PREDICTION).sum())}
-    for spec in specs:
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        attack = build_eval_attack(model, spec, gen)
-        robust = clean.clone()
-        idx = clean.nonzero().squeeze(1)
-        for i in range(0, len(idx), batch_size):
-            part = idx[i:i + batch_size]
-            with autocast():
-                _, fooled = attack.perturb_with_verdict(x[part], y[part])
-            robust[part] = ~fooled
-        result[spec.describe()] = {"robust_acc": fraction(robust),
-                                   "robust": robust.cpu(), "attack": spec.to_dict()}
-    result["seconds"] = time.perf_counter() - t0
-    return result

@@ -34,7 +34,6 @@ from typing import Callable
 
 import torch
 
-from robustlab.attacks import evaluate
 from robustlab.attacks.modes import bn_statistics_frozen
 from robustlab.config import Config
 from robustlab.core import checkpoint as ckpt_io
@@ -55,6 +54,7 @@ from robustlab.methods import build_method
 from robustlab.models import build_model
 from robustlab.optim import LossScaler, build_optimizer, set_hyperparameters
 from robustlab.optim.schedules import LR_SCHEDULES
+from robustlab.protocols import evaluate
 
 NONFINITE_CHECK_EVERY = 20  # steps between host syncs that look for a NaN/inf loss (and at epoch end)
 
@@ -139,20 +139,21 @@ class Trainer:
         idx = self.dist.shard(n)
         return to_float(data.x[idx].to(self.device)), data.y[idx].to(self.device)
 
-    def evaluate(self, x, y, specs, model=None, run_precision: bool = True) -> dict:
-        """Accuracies over all ranks' shares, under the run's precision (or fp32 with ``run_precision=False``):
-        {"clean": acc, "<protocol>": robust acc, "nonfinite": points with non-finite outputs, "seconds": s}."""
-        res = evaluate(model if model is not None else self.model, x, y, specs, self.cfg.data.eval_batch_size,
-                       self.autocast if run_precision else contextlib.nullcontext)
+    def evaluate(self, x, y, protocols, model=None, run_precision: bool = True) -> dict:
+        """Accuracies under registered protocols (:mod:`robustlab.protocols`) at the run's threat model, over all
+        ranks' shares, under the run's precision (or fp32 with ``run_precision=False``): {"clean": acc, "robust":
+        [robust acc per protocol], "nonfinite": points with non-finite outputs, "seconds": s}."""
+        eps, norm = self.cfg.method.eps, self.cfg.method.norm
+        res = evaluate(model if model is not None else self.model, x, y, protocols, eps, norm,
+                       self.cfg.data.eval_batch_size, self.autocast if run_precision else contextlib.nullcontext)
         counts = torch.stack([torch.tensor(float(len(y))), res["clean_correct"].sum().float(),
                               torch.tensor(float(res["nonfinite"]))]
-                             + [res[s.describe()]["robust"].sum().float() for s in specs])
+                             + [res[p.title(eps, norm)]["robust"].sum().float() for p in protocols])
         counts = self.dist.sum(counts.to(self.device)).cpu()
         n = counts[0].item()
-        out = {"clean": counts[1].item() / n if n else math.nan, "seconds": res["seconds"],
-               "nonfinite": int(counts[2].item())}
-        out.update({s.describe(): counts[3 + i].item() / n if n else math.nan for i, s in enumerate(specs)})
-        return out
+        return {"clean": counts[1].item() / n if n else math.nan, "seconds": res["seconds"],
+                "nonfinite": int(counts[2].item()),
+                "robust": [counts[3 + i].item() / n if n else math.nan for i in range(len(protocols))]}
 
     def write(self, fn, *args, **kw):
         """Only rank 0 writes files."""

@@ -10,7 +10,7 @@ from robustlab.core.outputs import check_out_file, stamp
 from robustlab.core.schema import parse_number
 from robustlab.eval.library import evaluate_model, protocol_config, test_points, write_result
 from robustlab.eval.loading import load_external_model, load_run_model
-from robustlab.eval.protocols import EVAL_ATTACKS, protocol_name
+from robustlab.protocols import EVAL_ATTACKS, protocol_name
 
 
 def attack_from_args(args) -> dict:

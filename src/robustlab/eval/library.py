@@ -26,9 +26,9 @@ from robustlab.core.io import write_json, write_text
 from robustlab.core.runtime import autocast_factory, resolve_device
 from robustlab.core.schema import build, parse_number
 from robustlab.data import DATASETS, build_data, to_float
-from robustlab.eval.cascade import AutoAttackStage, run_cascade
+from robustlab.protocols.cascade import AutoAttackStage, run_cascade
 from robustlab.eval.loading import LoadedModel
-from robustlab.eval.protocols import EVAL_ATTACKS, protocol_name
+from robustlab.protocols import EVAL_ATTACKS, protocol_name
 from robustlab.eval.sanity import flags_markdown, sanity_checks
 
 

@@ -25,8 +25,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from robustlab.attacks.accuracy import AttackSpec, evaluate, fraction
+from robustlab.attacks.accuracy import fraction
 from robustlab.core.progress import Progress
+from robustlab.protocols import evaluate, pgd_protocol
 
 TOLERANCE = 0.02   # accuracy slack for comparisons between attacks on a few hundred points
 
@@ -46,8 +47,8 @@ def margin_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
 
 
 def _robust(model, x, y, eps, norm, steps, restarts, batch_size) -> float:
-    spec = AttackSpec("pgd", eps, None, steps, restarts, norm)
-    return evaluate(model, x, y, [spec], batch_size)[spec.describe()]["robust_acc"]
+    protocol = pgd_protocol(steps, restarts)
+    return evaluate(model, x, y, [protocol], eps, norm, batch_size)[protocol.title(eps, norm)]["robust_acc"]
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",

@@ -22,7 +22,7 @@ Around the loop: ``start`` once before the first epoch; when training ended norm
 
 What a hook may use of the run it is handed (the trainer): ``cfg``, ``model``, ``data``, ``eval_sets``
 (``{"val"|"test"|"trainset": (x, y)}`` on the device), ``device``, ``dist``, ``autocast``, ``run_dir``,
-``ckpt_dir``, ``log``, ``write(fn, *args)`` (rank 0 writes), ``evaluate(x, y, specs, model=None)``,
+``ckpt_dir``, ``log``, ``write(fn, *args)`` (rank 0 writes), ``evaluate(x, y, protocols, model=None)``,
 ``on_device(split, n)``, ``save_last()`` and ``state`` (history, best, epoch, step).
 """
 from __future__ import annotations

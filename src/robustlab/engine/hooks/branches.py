@@ -4,7 +4,7 @@ kind deploys one branch; the others are measured beside it on the monitor's test
 from __future__ import annotations
 
 from robustlab.engine.hooks.base import RunHook
-from robustlab.engine.hooks.monitor import accuracy_columns, monitor_specs
+from robustlab.engine.hooks.monitor import accuracy_columns, monitor_protocols
 from robustlab.models.split_bn import bn_branch, split_layers
 
 
@@ -23,8 +23,8 @@ class BranchMonitor(RunHook):
         if "test" not in run.eval_sets or not len(run.data.test):
             return
         x, y = run.eval_sets["test"]
-        specs = monitor_specs(run.cfg)
+        protocols = monitor_protocols(run.cfg)
         for branch in auxiliary_branches(run.model):
             with bn_branch(run.model, branch):
-                res = run.evaluate(x, y, specs)
-            row.update(accuracy_columns(res, specs, f"test_{branch}_branch"))
+                res = run.evaluate(x, y, protocols)
+            row.update(accuracy_columns(res, protocols, f"test_{branch}_branch"))

@@ -1,11 +1,12 @@
 """The final evaluation (``final_eval``): when training ends normally, the last and the best checkpoints (and every
-model a hook offers, e.g. SWA's averaged model) are evaluated on the first ``final_eval.points`` test points with
-PGD-``steps``-``restarts`` (step ``alpha``, default eps/4; PGD-50-10 by default), each split-BN branch beside the
-deployed one, in fp32 whatever the training precision. ``best_minus_last`` is the robust-overfitting gap under this
-protocol (Rice et al., 2020). The model is left holding the last weights."""
+model a hook offers, e.g. SWA's averaged model) are evaluated on the first ``final_eval.points`` test points by the
+registered protocol ``final_eval.protocol`` (PGD-``steps``-``restarts`` with step ``alpha``, default PGD-50-10 at
+eps/4; the standard AutoAttack; or PGD then AutoAttack), each split-BN branch beside the deployed one, in fp32 whatever
+the training precision, in chunks of ``data.eval_batch_size`` points: the figures ``robustlab eval RUN --attack
+<protocol> --n <points> --batch-size <eval_batch_size>`` gives. ``best_minus_last`` is the robust-overfitting gap
+under this protocol (Rice et al., 2020). The model is left holding the last weights."""
 from __future__ import annotations
 
-from robustlab.attacks import AttackSpec
 from robustlab.core import checkpoint as ckpt_io
 from robustlab.engine.hooks.branches import auxiliary_branches
 from robustlab.models.split_bn import bn_branch
@@ -19,15 +20,17 @@ class FinalEvaluation:
         return cls() if min(cfg.final_eval.points, len(run.data.test)) > 0 and cfg.method.eps > 0 else None
 
     def evaluate(self, run, hooks) -> dict:
-        fe = run.cfg.final_eval
+        fe, eps, norm = run.cfg.final_eval, run.cfg.method.eps, run.cfg.method.norm
         n = min(fe.points, len(run.data.test))
-        spec = AttackSpec("pgd", run.cfg.method.eps, fe.alpha, fe.steps, fe.restarts, run.cfg.method.norm)
+        protocol = fe.build_protocol()
+        spec = protocol.pgd_spec(eps, norm)
         x, y = run.on_device(run.data.test, n)
-        out = {"attack": spec.to_dict(), "protocol": spec.describe(), "n_examples": n}
+        out = {"attack": spec.to_dict() if spec is not None else None, "protocol": protocol.title(eps, norm),
+               "n_examples": n, **protocol.notes()}
 
         def figures(model=None):
-            res = run.evaluate(x, y, [spec], model=model, run_precision=False)
-            return {"clean_acc": res["clean"], "robust_acc": res[spec.describe()], "seconds": res["seconds"]}
+            res = run.evaluate(x, y, [protocol], model=model, run_precision=False)
+            return {"clean_acc": res["clean"], "robust_acc": res["robust"][0], "seconds": res["seconds"]}
 
         for which in ("last", "best"):
             if which == "best":

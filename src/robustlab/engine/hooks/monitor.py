@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import time
 
-from robustlab.attacks import AttackSpec
 from robustlab.engine.hooks.base import Diverged, RunHook
+from robustlab.protocols import Protocol, fgsm_protocol, pgd_protocol
 
 SCORE_KEYS = ("val_pgd_acc", "test_pgd_acc", "val_clean_acc")
 
@@ -27,52 +27,51 @@ def score(row: dict, key: str | None) -> float:
     return -math.inf if value is None or math.isnan(value) else value
 
 
-def monitor_specs(cfg) -> list[AttackSpec]:
-    """The monitor's attacks (none without a threat radius); SWA's evaluation uses the same."""
-    eps = cfg.method.eps
-    if eps <= 0:
+def monitor_protocols(cfg) -> list[Protocol]:
+    """The monitor's protocols at the run's eps (none without a threat radius); SWA's and the split-BN branches'
+    evaluations use the same."""
+    if cfg.method.eps <= 0:
         return []
     m = cfg.monitor
-    specs = [AttackSpec("pgd", eps, m.attack_alpha, m.attack_steps, m.attack_restarts, cfg.method.norm)]
-    if m.fgsm:
-        specs.append(AttackSpec("fgsm", eps, None, 1, 1, cfg.method.norm))
-    return specs
+    return [pgd_protocol(m.attack_steps, m.attack_restarts, m.attack_alpha)] + ([fgsm_protocol()] if m.fgsm else [])
 
 
 def split_size(run, split: str) -> int:
     return len(getattr(run.data, "train" if split == "trainset" else split))
 
 
-def accuracy_columns(res: dict, specs: list[AttackSpec], prefix: str) -> dict:
-    """``{prefix}_clean_acc`` and ``{prefix}_{attack}_acc`` from an evaluation's result."""
+def accuracy_columns(res: dict, protocols: list[Protocol], prefix: str) -> dict:
+    """``{prefix}_clean_acc`` and ``{prefix}_{protocol}_acc`` from the run's evaluation (``run.evaluate``)."""
     row = {f"{prefix}_clean_acc": res["clean"]}
-    row.update({f"{prefix}_{spec.name}_acc": res[spec.describe()] for spec in specs})
+    row.update({f"{prefix}_{p.cfg.name}_acc": acc for p, acc in zip(protocols, res["robust"])})
     return row
 
 
 class EpochMonitor(RunHook):
     def measure(self, run, epoch: int, row: dict) -> None:
         t0 = time.perf_counter()
-        specs = monitor_specs(run.cfg)
+        protocols = monitor_protocols(run.cfg)
         for split, (x, y) in run.eval_sets.items():
             if split_size(run, split) == 0:
                 continue
-            res = run.evaluate(x, y, specs)
+            res = run.evaluate(x, y, protocols)
             if res["nonfinite"]:        # before any checkpoint of this epoch is kept, before a row is logged
                 raise Diverged(f"non-finite outputs on {res['nonfinite']} of the {split} monitor points after epoch "
                                f"{epoch + 1}")
-            row.update(accuracy_columns(res, specs, split))
+            row.update(accuracy_columns(res, protocols, split))
         row["eval_seconds"] = time.perf_counter() - t0
 
     @staticmethod
     def describe(run) -> dict:
         """What the per-epoch accuracies are measured with: attacks, eps, points per split (for reports)."""
-        return {"attacks": [s.describe() for s in monitor_specs(run.cfg)], "eps": run.cfg.method.eps,
+        eps, norm = run.cfg.method.eps, run.cfg.method.norm
+        return {"attacks": [p.title(eps, norm) for p in monitor_protocols(run.cfg)], "eps": eps,
                 "norm": run.cfg.method.norm,
                 "points": {split: len(y) * run.dist.world for split, (_, y) in run.eval_sets.items()}}
 
     @staticmethod
     def line(run, epoch: int) -> str:
         sets = ", ".join(f"{len(y) * run.dist.world} {split}" for split, (_, y) in run.eval_sets.items())
-        attacks = " + ".join(s.describe() for s in monitor_specs(run.cfg)) or "clean accuracy"
+        eps, norm = run.cfg.method.eps, run.cfg.method.norm
+        attacks = " + ".join(p.title(eps, norm) for p in monitor_protocols(run.cfg)) or "clean accuracy"
         return f"epoch {epoch + 1}/{run.cfg.train.epochs}: monitor {attacks} on {sets} points ..."

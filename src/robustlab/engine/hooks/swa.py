@@ -10,7 +10,7 @@ import time
 
 from robustlab.core import checkpoint as ckpt_io
 from robustlab.engine.hooks.base import RunHook
-from robustlab.engine.hooks.monitor import accuracy_columns, monitor_specs, split_size
+from robustlab.engine.hooks.monitor import accuracy_columns, monitor_protocols, split_size
 from robustlab.optim.swa import build_averager
 
 
@@ -39,12 +39,12 @@ class WeightAveraging(RunHook):
         t0 = time.perf_counter()
         self.averager.recalibrate(run.data.train.x, run.data.train.y, run.cfg.data.batch_size, run.autocast, run.device)
         row["swa_snapshots"] = self.averager.snapshots
-        specs = monitor_specs(run.cfg)
+        protocols = monitor_protocols(run.cfg)
         for split in ("val", "test"):
             if split_size(run, split) == 0:     # as the monitor: every rank takes part or none
                 continue
             xs, ys = run.eval_sets[split]
-            row.update(accuracy_columns(run.evaluate(xs, ys, specs, model=self.averager.module), specs, f"swa_{split}"))
+            row.update(accuracy_columns(run.evaluate(xs, ys, protocols, model=self.averager.module), protocols, f"swa_{split}"))
         row["swa_seconds"] = time.perf_counter() - t0
 
     def persist(self, run, epoch: int, row: dict) -> None:

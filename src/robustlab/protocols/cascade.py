@@ -1,4 +1,4 @@
-"""A resumable evaluation cascade: attacks in order, each only on the points still robust.
+"""The evaluation engine: attacks in order (a protocol's stages), each only on the points still robust, resumable.
 
 Robust accuracy is the per-sample worst case: a point counts as robust only if it is classified correctly
 clean and no stage fooled it. After every chunk of points the per-example flags (clean, robust, and which
@@ -8,6 +8,11 @@ evaluates by content (a digest of the weights and of the points, the model refer
 resolved stages); a state for anything else is refused with one line naming what differs. Progress goes to
 ``log``: a line per chunk (points done, fooled, robust so far, elapsed, ETA) and, inside a PGD chunk, a line at most
 every ``progress_every`` seconds with the restart and step.
+
+Randomness: each stage draws from one generator seeded ``EVAL_SEED`` and carried across its chunks; its state is kept
+in the state file after every chunk, so a resumed evaluation draws exactly what an uninterrupted one would, and an
+evaluation is a function of the weights, the points, the protocol and the chunk size alone. The per-epoch monitor, the
+final evaluation, SWA's evaluation, the sanity checks and ``robustlab eval`` all run here (:mod:`robustlab.protocols`).
 
 Stages:
 
@@ -68,10 +73,9 @@ class PGDStage:
     def describe(self) -> dict:
         return {"name": self.name, **self.spec.to_dict()}
 
-    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int,
+    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
                on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        gen = torch.Generator(device=x.device).manual_seed(EVAL_SEED + chunk_index)
-        attack = build_eval_attack(model, self.spec, gen)
+        attack = build_eval_attack(model, self.spec, generator)
         attack.on_step = on_step
         _, fooled = attack.perturb_with_verdict(x, y)
         return fooled
@@ -104,8 +108,9 @@ class AutoAttackStage:
         return {"name": self.component, "protocol": "AutoAttack standard (pyautoattack)", "eps": self.eps,
                 "norm": self.norm, "seed": self.seed}
 
-    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk_index: int,
+    def fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
                on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """``generator`` is not used: the reference code seeds itself with ``seed`` for every call."""
         AutoAttack = import_autoattack()
         adversary = AutoAttack(model, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps,
                                version="standard", seed=self.seed, device=x.device)
@@ -127,6 +132,18 @@ class AutoAttackStage:
         finally:
             hook.remove()
         return y_adv.to(y.device) != y
+
+
+def generator_state_text(generator: torch.Generator) -> str:
+    return bytes(generator.get_state().tolist()).hex()
+
+
+def stage_generator(device: torch.device, state_text: str | None) -> torch.Generator:
+    """The stage's generator: seeded ``EVAL_SEED``, or where a resumed evaluation's stage left it."""
+    generator = torch.Generator(device=device).manual_seed(EVAL_SEED)
+    if state_text:
+        generator.set_state(torch.tensor(list(bytes.fromhex(state_text)), dtype=torch.uint8))
+    return generator
 
 
 def autoattack_stages(eps: float, norm: str, seed: int = 0) -> list[AutoAttackStage]:
@@ -169,9 +186,11 @@ def _step_reporter(progress: Progress, stage, points: int, chunk_no: int, chunks
 def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list, state_path: str | Path | None = None,
                 key: dict | None = None, chunk: int = 500, batch_size: int = 500, autocast=contextlib.nullcontext,
                 log: Callable[[str], None] = lambda s: None, after_chunk: Callable[[], None] | None = None,
-                progress_every: float = 10.0) -> dict:
-    """Run ``stages`` in order, each on the still-robust points, persisting flags after every chunk.
+                progress_every: float = 10.0, clean: torch.Tensor | None = None) -> dict:
+    """Run ``stages`` in order, each on the still-robust points, persisting flags after every chunk (with
+    ``state_path``).
 
+    ``clean``: the points' clean-correct flags when the caller has them (several protocols on the same points).
     Every stage runs the model in eval mode and restores its flags. Returns {"n", "clean_acc", "robust_acc", "stages": [{"name", "robust_acc", "fooled", "seconds"}],
     "clean": bool[n], "robust": bool[n], "fooled_by": {stage: bool[n]}}."""
     key = {**(key or {}), "n": len(y), "stages": [s.describe() for s in stages]}
@@ -184,7 +203,7 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
                             "choose another --out, or add --force to discard it and start over")
     if state is None:
         t0 = time.perf_counter()
-        clean = predict(model, x, batch_size, autocast).cpu() == y.cpu()
+        clean = predict(model, x, batch_size, autocast).cpu() == y.cpu() if clean is None else clean.cpu()
         state = {"key": key, "clean": flags_text(clean), "robust": flags_text(clean), "stages": {}}
         state["clean_seconds"] = time.perf_counter() - t0
     robust = flags_tensor(state["robust"])
@@ -193,6 +212,7 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
                                                      "fooled": flags_text(torch.zeros(len(y), dtype=torch.bool)),
                                                      "seconds": 0.0})
         attacked, fooled_by = flags_tensor(st["attacked"]), flags_tensor(st["fooled"])
+        generator = stage_generator(x.device, st.get("generator"))
         todo = (robust & ~attacked).nonzero().squeeze(1)
         if len(todo):
             log(f"{stage.name}: {len(todo)} points to attack in {-(-len(todo) // chunk)} chunk(s) "
@@ -205,11 +225,12 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
             on_step = _step_reporter(progress, stage, len(part), i // chunk + 1, -(-len(todo) // chunk), log,
                                      progress_every)
             with autocast():
-                fooled = stage.fooled(model, x[dev], y[dev], int(part[0]), on_step).cpu()
+                fooled = stage.fooled(model, x[dev], y[dev], generator, on_step).cpu()
             robust[part[fooled]] = False
             fooled_by[part[fooled]] = True
             attacked[part] = True
-            st.update(attacked=flags_text(attacked), fooled=flags_text(fooled_by), seconds=st["seconds"] + time.perf_counter() - t0)
+            st.update(attacked=flags_text(attacked), fooled=flags_text(fooled_by), generator=generator_state_text(generator),
+                      seconds=st["seconds"] + time.perf_counter() - t0)
             state["robust"] = flags_text(robust)
             if path is not None:
                 write_json(path, state)

@@ -1,4 +1,5 @@
-"""Evaluation protocols as components: what ``robustlab eval --attack NAME`` (and :func:`evaluate_model`) runs.
+"""Evaluation protocols as components: what every evaluation runs (``robustlab eval --attack NAME``, the per-epoch
+monitor's PGD and FGSM, the final evaluation's ``final_eval.protocol``).
 
 | name | stages (a resumable cascade, each on the points still robust) |
 |---|---|
@@ -7,7 +8,8 @@
 | ``autoattack`` | the standard AutoAttack protocol: APGD-CE, APGD-T, FAB-T, Square, by the reference code (extra) |
 | ``pgd+autoattack`` | PGD, then standard AutoAttack on the points PGD left robust |
 
-Add a protocol by registering a class with ``stages(eps, norm)`` and ``protocol_name(stages)`` in :data:`EVAL_ATTACKS`.
+Add a protocol by registering a class with ``stages(eps, norm)`` (and ``pgd_spec`` where it has PGD settings) in
+:data:`EVAL_ATTACKS`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from robustlab.attacks.accuracy import AttackSpec
 from robustlab.core.registry import Registry
 from robustlab.core.schema import spec
-from robustlab.eval.cascade import AutoAttackStage, PGDStage, autoattack_stages, import_autoattack
+from robustlab.protocols.cascade import AutoAttackStage, PGDStage, autoattack_stages, import_autoattack
 
 
 @dataclass
@@ -62,6 +64,10 @@ class Protocol:
 
     def notes(self) -> dict:
         return {}
+
+    def title(self, eps: float, norm: str) -> str:
+        """"PGD-10-1", "FGSM", "PGD-50-10+AutoAttack": the key of this protocol's figures."""
+        return protocol_name(self.stages(eps, norm))
 
 
 @EVAL_ATTACKS.register("pgd", PGDProtocolConfig)
@@ -108,3 +114,12 @@ def protocol_name(stages: list) -> str:
     """"PGD-50-10", "AutoAttack", "PGD-50-10+AutoAttack": the stages' names, AutoAttack's four as one."""
     with_aa = any(isinstance(st, AutoAttackStage) for st in stages)
     return "+".join([st.name for st in stages if isinstance(st, PGDStage)] + (["AutoAttack"] * with_aa))
+
+
+def pgd_protocol(steps: int, restarts: int = 1, alpha: float | None = None, loss: str = "ce") -> PGDProtocol:
+    """PGD-steps-restarts (step ``alpha``, default eps/4) as a protocol, from already-validated settings."""
+    return PGDProtocol(PGDProtocolConfig(name="pgd", steps=steps, restarts=restarts, alpha=alpha, loss=loss))
+
+
+def fgsm_protocol() -> FGSMProtocol:
+    return FGSMProtocol(ProtocolConfig(name="fgsm"))
