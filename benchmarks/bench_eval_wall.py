@@ -72,7 +72,7 @@ def bench_run(args) -> None:
     """`robustlab eval` of a trained run (the CLI's defaults: best checkpoint, PGD-50-10): per attack, total and
     per-stage seconds, scaled to 1,000 points."""
     from robustlab.cli import build_parser
-    from robustlab.eval.command import run_eval
+    from robustlab.eval.command import EvalRequest, run_eval
 
     n = args.points[0]
     print("| run | attack | points | clean | robust | attack seconds | per 1,000 points | stages (fooled, s) | sanity s |")
@@ -81,7 +81,7 @@ def bench_run(args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ev = build_parser().parse_args(["eval", args.run, "--attack", attack, "--n", str(n), "--sanity",
                                             str(args.sanity), "--device", args.device, "--out", str(Path(tmp) / "e.json")])
-            res = run_eval(ev)
+            res = run_eval(EvalRequest.from_args(ev))
         stages = ", ".join(f"{s['name']} {s['fooled']}, {s['seconds']:.0f}" for s in res["stages"])
         print(f"| {Path(args.run).name} | {res['protocol']} | {res['n_examples']} | {res['clean_acc']:.3f} | "
               f"{res['robust_acc']:.3f} | {res['seconds']:.0f} | {res['seconds'] / res['n_examples'] * 1000:.0f} | "

@@ -26,13 +26,10 @@ def study(tmp_path_factory):
            "list": [{"label": "FGSM-AT with a long label", "method.regularizers": [{"name": "elle", "weight": 300.0}]},
                     {"label": "PGD-2-AT", "method.name": "pgd", "method.steps": 2}]}
     run_sweep(expand_study(raw), root / "s", log=lambda s: None)
-    from robustlab.eval.command import run_eval
-    from types import SimpleNamespace
+    from robustlab.eval.command import EvalRequest, run_eval
     trial = sorted((root / "s" / "trials").iterdir())[0]
-    args = SimpleNamespace(path=str(trial), model=None, weights=None, data=None, checkpoint="best", attack="pgd",
-                           sanity=32, norm=None, eps=None, alpha=None, steps=3, restarts=1, n=64, batch_size=64,
-                           precision="fp32", device="cpu", out=None, loss="ce")
-    run_eval(args)
+    run_eval(EvalRequest(path=str(trial), checkpoint="best", attack={"name": "pgd", "steps": 3, "restarts": 1},
+                         sanity=32, n=64, batch_size=64, device="cpu"))
     from robustlab.report import write_run_report
     from robustlab.report.study import write_study_report
     write_run_report(trial)

@@ -90,7 +90,7 @@ def test_correct_on_targets_examples_and_bad_files(models, tmp_path):
         load_transfer_study(bad)
     bad.write_text(yaml.safe_dump({"surrogates": [{"run": "vgg"}], "targets": [{"run": "wong"}],
                                    "attacks": [{"di": {"rate": 1.1}}]}))
-    with pytest.raises(ConfigError, match=r"attacks\[0\]\.di\.rate: got 1.1; shrink_pad needs a rate < 1"):
+    with pytest.raises(ConfigError, match=r"attacks\[bim\]\.di\.rate: got 1.1; shrink_pad needs a rate < 1"):
         load_transfer_study(bad)
 
 
@@ -142,3 +142,40 @@ def test_claims_weak_targets_and_changed_weights(models, tmp_path):
     finally:
         shutil.rmtree(victim)
         saved.rename(victim)
+
+
+def test_transfer_attacks_are_registered_components(tmp_path, monkeypatch):
+    """attacks[] entries are chosen by name from TRANSFER_ATTACKS (bim when none is given); mi is BIM with decay 1;
+    an outside attack registered with its config class is usable from a study file; an unknown name lists the known."""
+    from dataclasses import dataclass
+
+    from robustlab.attacks.transfer import TRANSFER_ATTACKS, TransferAttackConfig, build_bim
+    from robustlab.config import ConfigError
+    from robustlab.core.schema import spec
+
+    @dataclass
+    class HalfStepConfig(TransferAttackConfig):
+        label: str = spec("half-step BIM")
+
+    def half_step(cfg, surrogate):
+        attack = build_bim(cfg, surrogate)
+        attack.alpha = attack.alpha / 2
+        return attack
+    monkeypatch.setitem(TRANSFER_ATTACKS._items, "half_step", half_step)
+    monkeypatch.setitem(TRANSFER_ATTACKS._configs, "half_step", HalfStepConfig)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"surrogates": [{"run": "a"}], "targets": [{"run": "b"}],
+                                    "attacks": [{"eps": 0.1, "steps": 10}, {"name": "mi", "eps": 0.1, "steps": 10},
+                                                {"name": "bim", "label": "B1", "eps": 0.1, "steps": 10, "decay": 1.0},
+                                                {"name": "half_step", "eps": 0.1, "steps": 10}]}))
+    bim, mi, bim_momentum, half = load_transfer_study(path).attacks
+    assert (bim.name, bim.label, bim.decay, mi.label, mi.decay, half.label) == ("bim", "BIM", 0.0, "MI", 1.0, "half-step BIM")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)).eval()
+    x, y = torch.rand(32, 1, 4, 4), torch.arange(32) % 3
+    run = {a.label: TRANSFER_ATTACKS.build(a, net)(x, y) for a in (bim, mi, bim_momentum, half)}
+    assert torch.equal(run["MI"], run["B1"]) and not torch.equal(run["MI"], run["BIM"])
+    assert TRANSFER_ATTACKS.build(half, net).alpha == pytest.approx(0.1 / 10 / 2)
+    path.write_text(yaml.safe_dump({"surrogates": [{"run": "a"}], "targets": [{"run": "b"}], "attacks": [{"name": "vmi"}]}))
+    with pytest.raises(ConfigError, match=r"attacks\[vmi\]\.name: got 'vmi'; allowed: bim, half_step, mi"):
+        load_transfer_study(path)

@@ -52,7 +52,7 @@ def train_summary(out: str, res: dict) -> str:
 
 def _cmd_eval(args) -> int:
     from robustlab.core.runtime import set_threads
-    from robustlab.eval.command import run_eval
+    from robustlab.eval.command import EvalRequest, run_eval
     from robustlab.eval.study import eval_study, is_study_dir
 
     if args.threads < 0:
@@ -62,13 +62,13 @@ def _cmd_eval(args) -> int:
     if (args.path is None) == (args.model is None):
         from robustlab.core.errors import ConfigError
         raise ConfigError("eval: give a run folder, checkpoint or study folder, or --model package.module:builder (not both)")
+    req = EvalRequest.from_args(args)
     if args.path is not None and is_study_dir(args.path):
-        summary = eval_study(args)
+        summary = eval_study(req)
         print(f"{args.path}: {len(summary['files'])} trials evaluated ({summary['protocol']}); table.csv and {summary['report']}")
         return 0
 
-    args.checkpoint = args.checkpoint or "best"
-    res = run_eval(args, log=print)
+    res = run_eval(req, log=print)
     print(f"{res['checkpoint']}: clean {res['clean_acc']:.4f}  robust {res['robust_acc']:.4f}  "
           f"({res['protocol']}, {res['threat_model']} eps={res['eps']}, n={res['n_examples']}, {res['seconds']:.1f} s) -> {res['written_to']}")
     for flag in res["sanity"]:
@@ -238,12 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--norm", choices=["linf", "l2"], default=None, help="threat model (default: the run's)")
     e.add_argument("--eps", default=None, help="radius, e.g. 8/255 (default: the run's eps; for --model, the data "
                    "set's convention: MNIST-like 0.3 L-inf / 2.0 L2, otherwise 8/255 / 0.5 as RobustBench)")
-    e.add_argument("--alpha", default=None, help="PGD step size (default eps/4)")
-    e.add_argument("--steps", type=int, default=None, help="PGD iterations (pgd protocols; default 50)")
-    e.add_argument("--restarts", type=int, default=None, help="PGD random restarts, per-sample worst case (pgd "
-                   "protocols; default 10)")
-    e.add_argument("--loss", choices=["ce", "cw", "dlr"], default=None,
-                   help="the loss PGD ascends: cross-entropy (default), the CW margin, or DLR (Croce & Hein, 2020)")
+    from robustlab.eval.command import protocol_flags
+    flags = protocol_flags()           # from the pgd protocol's config: one place for each default and choice
+    e.add_argument("--alpha", default=argparse.SUPPRESS, **flags["alpha"])
+    e.add_argument("--steps", type=int, default=argparse.SUPPRESS, **flags["steps"])
+    e.add_argument("--restarts", type=int, default=argparse.SUPPRESS, **flags["restarts"])
+    e.add_argument("--loss", default=argparse.SUPPRESS, **flags["loss"])
     e.add_argument("--n", type=int, default=1000, help="number of test points (the first N)")
     e.add_argument("--batch-size", type=int, default=500, help="points per attack batch (and per resumable chunk)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")

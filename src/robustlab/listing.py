@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 
+from robustlab.attacks.transfer import TRANSFER_ATTACKS
 from robustlab.config import config_from_dict  # noqa: F401  (importing the config fills every registry)
 from robustlab.data import DATASETS
 from robustlab.diagnostics import DIAGNOSTICS
-from robustlab.protocols import EVAL_ATTACKS
 from robustlab.methods import METHODS, REGULARIZERS
 from robustlab.methods.regularizers import WEIGHT_SCHEDULES
 from robustlab.models import MODELS, NORM_LAYERS
 from robustlab.optim import LR_SCHEDULES, MINIMIZERS, OPTIMIZERS
+from robustlab.protocols import EVAL_ATTACKS
 from robustlab.tracking import TRACKERS
 
 KINDS = {"methods": METHODS, "regularizers": REGULARIZERS, "weight-schedules": WEIGHT_SCHEDULES,
          "optimizers": OPTIMIZERS, "minimizers": MINIMIZERS, "lr-schedules": LR_SCHEDULES, "diagnostics": DIAGNOSTICS,
          "attacks": EVAL_ATTACKS, "models": MODELS, "norm-layers": NORM_LAYERS, "datasets": DATASETS,
-         "trackers": TRACKERS}
+         "trackers": TRACKERS, "transfer-attacks": TRANSFER_ATTACKS}
 
 
 def _default(f: dataclasses.Field) -> str:

@@ -18,6 +18,7 @@ first flip). Defaults are the LGV protocol: L-inf 4/255, step eps/10, 50 iterati
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from robustlab.attacks.base import IterativeAttack
 from robustlab.core.errors import ConfigError
+from robustlab.core.registry import Registry
 from robustlab.core.schema import spec
 
 
@@ -128,3 +130,49 @@ class TransferAttack(IterativeAttack):
 def bim(model, eps: float = 4 / 255, alpha: float | None = None, steps: int = 50, **kw) -> TransferAttack:
     """BIM / I-FGSM with the LGV protocol's defaults (L-inf 4/255, step eps/10, 50 iterations, no random start)."""
     return TransferAttack(model, eps, alpha, steps, **kw)
+
+
+@dataclass
+class TransferAttackConfig:
+    """One transfer attack of a transfer study (``attacks[]``), selected by ``name`` (default bim); DI and TI are typed
+    blocks that any of them takes (``di: {}`` for the defaults)."""
+    name: str = spec("bim")
+    label: str = spec("BIM", doc="the name in tables")
+    eps: float = spec(4 / 255, lo=0.0, lo_open=True, doc="radius (LGV: 4/255)")
+    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step (default eps/10)")
+    steps: int = spec(50, lo=1)
+    norm: str = spec("linf", choices=["linf", "l2"])
+    decay: float = spec(0.0, lo=0.0, doc="MI's momentum decay mu (0: BIM)")
+    di: typing.Optional[DIConfig] = spec(None, doc="input diversity: {} for the defaults, or {prob, rate, mode, "
+                                                   "per_sample}")
+    ti: typing.Optional[TIConfig] = spec(None, doc="translation invariance (Gaussian-smoothed gradient): {} or "
+                                                   "{kernel, nsig}")
+    seed: int = spec(0, lo=0, doc="seed of DI's draws")
+
+    def check(self, key: str) -> None:
+        if self.norm == "linf" and self.eps > 1:
+            raise ConfigError(f"{key}eps: got {self.eps:g}; an L-inf radius above 1 covers the whole [0,1] image box")
+
+
+@dataclass
+class MIConfig(TransferAttackConfig):
+    label: str = spec("MI", doc="the name in tables")
+    decay: float = spec(1.0, lo=0.0, doc="momentum decay mu (Dong et al.: 1.0)")
+
+
+TRANSFER_ATTACKS: Registry[typing.Callable] = Registry("transfer attack", TransferAttackConfig)
+"""Transfer attacks by name: ``build(cfg, surrogate) -> attack`` (robustlab list transfer-attacks). A new one (e.g.
+a variance-tuned or a skip-gradient attack) is a function registered here with its config class."""
+
+
+@TRANSFER_ATTACKS.register("bim", TransferAttackConfig)
+def build_bim(cfg: TransferAttackConfig, surrogate) -> TransferAttack:
+    """BIM / I-FGSM (Kurakin et al., 2017), with MI's momentum when ``decay`` > 0, DI and TI when given."""
+    return TransferAttack(surrogate, cfg.eps, cfg.alpha, cfg.steps, decay=cfg.decay, di=cfg.di, ti=cfg.ti,
+                          norm=cfg.norm, generator=torch.Generator().manual_seed(cfg.seed))
+
+
+@TRANSFER_ATTACKS.register("mi", MIConfig)
+def build_mi(cfg: MIConfig, surrogate) -> TransferAttack:
+    """MI-FGSM (Dong et al., CVPR 2018): BIM with the momentum of normalised gradients, decay 1.0 by default."""
+    return build_bim(cfg, surrogate)

@@ -42,9 +42,10 @@ def component(registry, default: str | None = None, doc: str = ""):
     return field(default_factory=lambda: registry.config_class(default)(name=default), metadata=meta)
 
 
-def components(registry, doc: str = "", default_factory=list):
-    """A list of component configs of ``registry`` (e.g. a method's regularisers)."""
-    return field(default_factory=default_factory, metadata={"registry": registry, "doc": doc})
+def components(registry, doc: str = "", default_factory=list, default: str | None = None):
+    """A list of component configs of ``registry`` (e.g. a method's regularisers); ``default``: the name of an entry
+    that gives none."""
+    return field(default_factory=default_factory, metadata={"registry": registry, "doc": doc, "default_name": default})
 
 
 _FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
@@ -99,9 +100,9 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: got {value!r}; expected a list")
-        def where(i, v):   # a component entry is named by its name, as in resolve()'s messages
-            return v["name"] if registry is not None and isinstance(v, dict) and isinstance(v.get("name"), str) else i
-        return [_coerce(v, item_tp, f"{key}[{where(i, v)}]", meta) for i, v in enumerate(value)]
+        names = [v.get("name") if registry is not None and isinstance(v, dict) and isinstance(v.get("name"), str)
+                 else None for v in value]
+        return [_coerce(v, item_tp, f"{key}[{entry_label(i, names)}]", meta) for i, v in enumerate(value)]
     if registry is not None:
         return _component(value, registry, key, meta.get("default_name"))
     if dataclasses.is_dataclass(tp):
@@ -152,6 +153,11 @@ def build(cls, raw: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+def entry_label(i: int, names: list) -> object:
+    """How messages name entry ``i`` of a list: a component by its name where no other entry has it, else its index."""
+    return names[i] if names[i] is not None and names.count(names[i]) == 1 else i
+
+
 def resolve(node, key: str = "", parent=None) -> None:
     """Top-down: ``node.resolve(parent, key)`` fills derived defaults, ``node.check(key)`` enforces cross-field
     rules; then the same for every child config (``key`` is the dotted path prefix, for error messages)."""
@@ -162,10 +168,10 @@ def resolve(node, key: str = "", parent=None) -> None:
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        names = [getattr(child, "name", None) for _, child in items]
         for i, child in items:
             if dataclasses.is_dataclass(child):
-                name = getattr(child, "name", i) if i is not None else None
-                sub = f"{key}{f.name}" + (f"[{name}]" if i is not None else "")
+                sub = f"{key}{f.name}" + (f"[{entry_label(i, names)}]" if i is not None else "")
                 resolve(child, sub + ".", node)
 
 

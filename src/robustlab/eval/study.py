@@ -10,7 +10,7 @@ PGD-50-10 on 500 points and by PGD-50-10 + AutoAttack on 100 of them, keeps both
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 from pathlib import Path
 
@@ -27,34 +27,33 @@ def evaluation_key(protocol: str, n: int) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(protocol).lower()).strip("_") + f"_n{n}"
 
 
-def eval_study(args, log=print) -> dict:
+def eval_study(req, log=print) -> dict:
+    """Every trial's best and last checkpoints (or ``req.checkpoint``'s) evaluated as ``req`` (an EvalRequest) asks."""
     from robustlab.eval.command import run_eval
     from robustlab.report.study import write_study_report
     from robustlab.report.table import write_study_table
-    if args.out:
+    if req.out:
         raise ConfigError("--out: a study is evaluated into each trial's eval/ folder; drop --out")
-    study_dir = Path(args.path)
+    study_dir = Path(req.path)
     manifest = load_manifest(study_dir)
     files, protocol = {}, None
     for t in manifest["trials"]:
         run = trial_dir(study_dir, t["name"])
-        for which in ((args.checkpoint,) if args.checkpoint else CHECKPOINTS):
+        for which in ((req.checkpoint,) if req.checkpoint else CHECKPOINTS):
             if not (run / "checkpoints" / f"{which}.pt").is_file():
                 log(f"{t['name']}: no {which} checkpoint; skipped")
                 continue
-            a = copy.copy(args)
-            a.path, a.checkpoint = str(run), which
-            res = run_eval(a, log=lambda s: None)
+            res = run_eval(dataclasses.replace(req, path=str(run), checkpoint=which), log=lambda s: None)
             protocol = res["protocol"]
             files.setdefault(t["name"], {})[which] = str(Path(res["written_to"]).relative_to(run))
             flags = [f["check"] for f in res["sanity"] if not f["passed"]]
             log(f"{t['name']} [{which}]: clean {res['clean_acc']:.4f} robust {res['robust_acc']:.4f}"
                 + (f"  FLAGS: {', '.join(flags)}" if flags else ""))
-    summary = {"protocol": protocol, "threat_model": args.norm, "eps": args.eps, "n": args.n, "files": files}
+    summary = {"protocol": protocol, "threat_model": req.norm, "eps": req.eps, "n": req.n, "files": files}
     path = study_dir / "study_eval.json"
     evaluations = (read_json(path).get("evaluations") or {}) if path.is_file() else {}
     if protocol is not None:
-        evaluations[evaluation_key(protocol, args.n)] = dict(summary)
+        evaluations[evaluation_key(protocol, req.n)] = dict(summary)
     write_json(path, {**summary, "evaluations": evaluations})
     write_study_table(study_dir)
     summary["report"] = str(write_study_report(study_dir) / "report.html")

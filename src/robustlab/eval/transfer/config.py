@@ -7,11 +7,9 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from robustlab.attacks.transfer import DIConfig, TIConfig, TransferAttack
+from robustlab.attacks.transfer import TRANSFER_ATTACKS, TransferAttackConfig
 from robustlab.core.errors import ConfigError
-from robustlab.core.schema import build, resolve, spec
+from robustlab.core.schema import build, components, resolve, spec
 from robustlab.core.yamlio import read_yaml
 from robustlab.report.claims import Claim
 
@@ -38,35 +36,13 @@ class ModelRef:
 
 
 @dataclass
-class TransferAttackConfig:
-    """BIM / MI / DI / TI settings (robustlab.attacks.transfer)."""
-    label: str = spec("BIM")
-    eps: float = spec(4 / 255, lo=0.0, lo_open=True, doc="radius (LGV: 4/255)")
-    alpha: typing.Optional[float] = spec(None, lo=0.0, doc="step (default eps/10)")
-    steps: int = spec(50, lo=1)
-    norm: str = spec("linf", choices=["linf", "l2"])
-    decay: float = spec(0.0, lo=0.0, doc="MI's momentum decay mu (0: BIM)")
-    di: typing.Optional[DIConfig] = spec(None, doc="input diversity: {} for the defaults, or {prob, rate, mode, "
-                                                   "per_sample}")
-    ti: typing.Optional[TIConfig] = spec(None, doc="translation invariance (Gaussian-smoothed gradient): {} or "
-                                                   "{kernel, nsig}")
-    seed: int = spec(0, lo=0, doc="seed of DI's draws")
-
-    def check(self, key: str) -> None:
-        if self.norm == "linf" and self.eps > 1:
-            raise ConfigError(f"{key}eps: got {self.eps:g}; an L-inf radius above 1 covers the whole [0,1] image box")
-
-    def build(self, model) -> TransferAttack:
-        return TransferAttack(model, self.eps, self.alpha, self.steps, decay=self.decay, di=self.di, ti=self.ti,
-                              norm=self.norm, generator=torch.Generator().manual_seed(self.seed))
-
-
-@dataclass
 class TransferStudyConfig:
     name: str = spec("transfer")
     surrogates: list[ModelRef] = spec(default_factory=list)
     targets: list[ModelRef] = spec(default_factory=list)
-    attacks: list[TransferAttackConfig] = spec(default_factory=lambda: [TransferAttackConfig()])
+    attacks: list[TransferAttackConfig] = components(TRANSFER_ATTACKS, "transfer attacks (robustlab list "
+                                                     "transfer-attacks); an entry without a name is bim",
+                                                     default_factory=lambda: [TransferAttackConfig()], default="bim")
     data: typing.Optional[str] = spec(None, doc="data set of the test points (default: the first surrogate run's data)")
     examples: str = spec("correct_on_targets", choices=["correct_on_targets", "all"],
                          doc="correct_on_targets: the first N test points every target classifies correctly (LGV)")

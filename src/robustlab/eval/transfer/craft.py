@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from robustlab.attacks.transfer import TRANSFER_ATTACKS
 from robustlab.core.io import load_torch, save_torch
 from robustlab.core.progress import Progress
 
@@ -24,7 +25,7 @@ def craft(study, x: torch.Tensor, y: torch.Tensor) -> int:
             todo = [c for c in range(len(chunks)) if not chunk_path(study.out, attack.label, s.key, c).is_file()]
             if not todo:
                 continue
-            atk = attack.build(study.model(s))
+            atk = TRANSFER_ATTACKS.build(attack, study.model(s))
             progress = Progress(f"craft {attack.label} on {s.key} ({s.label})", len(todo), study.log, unit="chunks")
             for c in todo:
                 lo = c * cfg.chunk

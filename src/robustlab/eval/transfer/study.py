@@ -39,6 +39,8 @@ class TransferStudy:
     def manifest(self) -> dict:
         """What was crafted and judged: the config without what only reads the results (claims, the target flag)."""
         config = {k: v for k, v in asdict(self.cfg).items() if k not in ("claims", "min_target_accuracy")}
+        # folders crafted before attacks had names (all bim) keep their fingerprint
+        config["attacks"] = [{k: v for k, v in a.items() if (k, v) != ("name", "bim")} for a in config["attacks"]]
         body = {"config": config, "surrogates": [asdict(e) for e in self.surrogates],
                 "targets": [asdict(e) for e in self.targets]}
         body["fingerprint"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
