@@ -2,6 +2,8 @@
 
     python benchmarks/claims_evidence.py record NAME STUDY_DIR [STUDY_DIR ...]  # docs/evidence/NAME.csv + .claims.yaml
         [--claims STUDY.yaml]    # the claims of this study file instead of the first folder's (e.g. per-seed runs)
+        [--merge]                # keep the rows already recorded under NAME that these folders do not replace
+                                 # (a claim study run over several sessions, each on a fresh machine)
     python benchmarks/claims_evidence.py render     # rewrite the evidence blocks of README.md and docs/*.md
     python benchmarks/claims_evidence.py check      # exit 1 when a block differs from what render would write
     python benchmarks/claims_evidence.py report STUDY_DIR [...]   # which claims hold in these folders (nothing written)
@@ -35,8 +37,29 @@ def load(name: str, folder: Path = EVIDENCE):
     return claims, rows
 
 
-def record(name: str, study_dirs: list[str], claims_from: str | None = None) -> None:
+ENDED = ("finished", "diverged")
+
+
+def run_key(row: dict) -> tuple:
+    """One run of a claim study: its study, trial and CPU kernel path (the same trial on another path is another run)."""
+    return row.get("study"), row.get("trial"), row.get("kernel_path")
+
+
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows in their order, each replaced by the new row of the same run unless that one has not ended while
+    the old one had; then the new runs not recorded before."""
+    fresh = {run_key(r): r for r in new}
+    out = []
+    for r in old:
+        n = fresh.pop(run_key(r), None)
+        out.append(r if n is None or (n.get("status") not in ENDED and r.get("status") in ENDED) else n)
+    return out + [r for r in new if run_key(r) in fresh]
+
+
+def record(name: str, study_dirs: list[str], claims_from: str | None = None, merge: bool = False) -> None:
     rows = [r for d in study_dirs for r in study_evidence(Path(d))]
+    if merge and (EVIDENCE / f"{name}.csv").is_file():
+        rows = merged(load(name)[1], rows)
     if claims_from:
         from robustlab.sweep import load_study
         claims = load_study(claims_from).claims or []
@@ -88,13 +111,15 @@ def main(argv=None) -> int:
     r.add_argument("name")
     r.add_argument("studies", nargs="+")
     r.add_argument("--claims", default=None, help="a study file whose claims: to record (default: the first folder's)")
+    r.add_argument("--merge", action="store_true", help="keep the runs already recorded under NAME that these folders "
+                   "do not hold")
     sub.add_parser("render")
     sub.add_parser("check")
     rep = sub.add_parser("report")
     rep.add_argument("studies", nargs="+")
     args = p.parse_args(argv)
     if args.cmd == "record":
-        record(args.name, args.studies, args.claims)
+        record(args.name, args.studies, args.claims, args.merge)
         return 0
     if args.cmd == "report":
         return report(args.studies)

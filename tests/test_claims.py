@@ -157,3 +157,23 @@ def test_comparison_pairs_runs_by_seed_and_kernel_path():
     # seeds as read back from CSV (floats) pair with integer seeds
     rows[1]["seed"], rows[2]["seed"] = 0.0, "0"
     assert evaluate_claims([claim], rows)[0]["paths"]["AVX2"] == (1, 2)
+
+
+def test_evidence_merge_keeps_runs_of_earlier_sessions():
+    """``claims_evidence.py record NAME DIRS --merge``: a claim study run over sessions keeps the runs recorded before;
+    a run recorded again is replaced, unless the new copy has not ended and the old one had."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "claims_evidence.py"
+    spec = importlib.util.spec_from_file_location("claims_evidence", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(trial, path, status, acc):
+        return {"study": "s", "trial": trial, "kernel_path": path, "status": status, "test_pgd_acc": acc}
+    old = [row("t0", "AVX2", "finished", 0.1), row("t1", "AVX2", "finished", 0.2), row("t2", "AVX2", "finished", 0.3)]
+    new = [row("t1", "AVX2", "finished", 0.25), row("t2", "AVX2", "running", 0.0), row("t0", "DEFAULT", "finished", 0.4),
+           row("t3", "AVX2", "finished", 0.5)]
+    got = mod.merged(old, new)
+    assert [(r["trial"], r["kernel_path"], r["test_pgd_acc"]) for r in got] == \
+        [("t0", "AVX2", 0.1), ("t1", "AVX2", 0.25), ("t2", "AVX2", 0.3), ("t0", "DEFAULT", 0.4), ("t3", "AVX2", 0.5)]
