@@ -22,7 +22,8 @@ from robustlab.config import config_from_dict
 from robustlab.data import build_data
 from robustlab.engine import train
 from robustlab.core.checkpoint import load_checkpoint
-from robustlab.eval import AttackSpec, evaluate, predict
+from robustlab.eval import predict
+from robustlab.protocols import evaluate, pgd_protocol
 from robustlab.models import build_model
 
 MODELS = {
@@ -72,7 +73,7 @@ def main():
         times = {"robustlab": [], "torchattacks": []}
         accs = {}
         for _ in range(2):  # alternate A B A B
-            res = evaluate(model, x, y, [AttackSpec("pgd", eps, alpha, args.steps, 1)], args.batch)
+            res = evaluate(model, x, y, [pgd_protocol(args.steps, 1, alpha)], eps, batch_size=args.batch)
             times["robustlab"].append(res["seconds"])
             accs["robustlab"] = res[f"PGD-{args.steps}-1"]["robust_acc"]
             t0 = time.perf_counter()

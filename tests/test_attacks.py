@@ -5,7 +5,7 @@ from torch import nn
 
 from helpers import BNNet, trained_synthetic_model
 from robustlab.attacks import FGSM, NFGSM, PGD, RSFGSM, IterativeAttack, attack_mode
-from robustlab.eval import AttackSpec, evaluate
+from robustlab.protocols import evaluate, pgd_protocol
 
 EPS = 0.1
 
@@ -121,7 +121,7 @@ def test_bad_attack_arguments():
 def test_evaluate_counts_clean_errors_as_non_robust():
     model, x, y = trained_synthetic_model()
     y_wrong = (y + 1) % 4
-    res = evaluate(model, x, y_wrong, [AttackSpec("pgd", 0.05, None, 3, 1)], batch_size=100)
+    res = evaluate(model, x, y_wrong, [pgd_protocol(3, 1)], eps=0.05, batch_size=100)
     assert res["PGD-3-1"]["robust_acc"] <= res["clean_acc"]
     assert not (res["PGD-3-1"]["robust"] & ~res["clean_correct"]).any()
 
@@ -135,7 +135,7 @@ def test_cross_check_with_torchattacks_pgd(norm, eps, alpha):
     ta = attack(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     torch.manual_seed(0)
     ta_acc = (model(ta(x, y)).argmax(1) == y).float().mean().item()
-    res = evaluate(model, x, y, [AttackSpec("pgd", eps, alpha, steps, 1, norm)], batch_size=256)
+    res = evaluate(model, x, y, [pgd_protocol(steps, 1, alpha)], eps=eps, norm=norm, batch_size=256)
     ours = res[f"PGD-{steps}-1"]["robust_acc"]
     assert ta_acc < 0.9  # the comparison is meaningful: the attack does something
     assert ours <= ta_acc + 0.005

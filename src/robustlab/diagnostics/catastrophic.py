@@ -81,3 +81,47 @@ def co_fires(curve: list[float], clean_curve: list[float] | None = None, drop: f
     peak = max(idx[:-1], key=lambda i: curve[i])
     return (curve[peak] >= min_peak and curve[last] < drop * curve[peak]
             and _still_classifies(clean_curve, last, peak, keep))
+
+
+# ---- the collapse of robustness to ~0 and the local-linearity warning before it -----------------------------------
+# Where robust accuracy never builds to the CO rule's peak (CIFAR-10 at CPU scale: docs/cifar10.md), the collapse the
+# papers describe (robust accuracy to ~0 for good while the model still learns) is read off separately, with these
+# thresholds fixed before the CIFAR-10 claim runs. They are not the CO rule above.
+FLOOR, RISE = 0.02, 3.0
+
+
+def robustness_lost_epoch(pgd_curve: list, floor: float = FLOOR) -> int | None:
+    """1-based epoch from which PGD accuracy stays at or below ``floor`` to the end, after some earlier epoch was
+    above it; None when it never was above, or does not end at the floor. E.g. [.05, .16, .02, .0, .01] -> 3."""
+    idx = [i for i, v in enumerate(pgd_curve) if v is not None]
+    if not idx or pgd_curve[idx[-1]] > floor:
+        return None
+    k = len(idx) - 1
+    while k > 0 and pgd_curve[idx[k - 1]] <= floor:
+        k -= 1
+    return idx[k] + 1 if k > 0 else None
+
+
+def linearity_rise_epoch(errors: list, factor: float = RISE, history: int = 2) -> int | None:
+    """1-based first epoch whose local-linearity error (``diag_elle_error``) is at least ``factor`` times the median
+    of all earlier epochs' (at least ``history`` of them): the warning the ELLE paper (Fig. 2) sees before CO."""
+    seen = []
+    for i, e in enumerate(errors):
+        if e is None:
+            continue
+        if len(seen) >= history and e >= factor * sorted(seen)[len(seen) // 2] and e > 0:
+            return i + 1
+        seen.append(e)
+    return None
+
+
+def linearity_lead(metrics: list[dict], prefix: str = "test") -> dict:
+    """From metrics.jsonl rows: ``lost_epoch`` (:func:`robustness_lost_epoch` of ``{prefix}_pgd_acc``),
+    ``elle_rise_epoch`` (:func:`linearity_rise_epoch` of ``diag_elle_error`` up to that epoch) and ``linearity_lead``
+    = lost_epoch - elle_rise_epoch (epochs by which the linearity error rose first; 0: in the same epoch; negative:
+    after; None when either is missing)."""
+    lost = robustness_lost_epoch([m.get(f"{prefix}_pgd_acc") for m in metrics])
+    errors = [m.get("diag_elle_error") for m in metrics]
+    rise = linearity_rise_epoch(errors[:lost] if lost else errors)
+    return {"lost_epoch": lost, "elle_rise_epoch": rise,
+            "linearity_lead": lost - rise if lost is not None and rise is not None else None}

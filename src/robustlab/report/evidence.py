@@ -22,9 +22,9 @@ from pathlib import Path
 from robustlab.report.claims import Claim, count_text, evaluate_claims
 
 COLUMNS = ["study", "trial", "label", "setting", "seed", "kernel_path", "cpu", "status", "collapse", "collapse_epoch",
-           "peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
+           "peak_clean_acc", "lost_epoch", "elle_rise_epoch", "linearity_lead", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
            "final_protocol", "final_clean_acc", "final_robust_acc", "final_best_robust_acc", "robustlab_commit"]
-NUMERIC = {"seed", "collapse_epoch", "peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd",
+NUMERIC = {"seed", "collapse_epoch", "peak_clean_acc", "lost_epoch", "elle_rise_epoch", "linearity_lead", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd",
            "best_pgd_epoch", "final_clean_acc", "final_robust_acc", "final_best_robust_acc"}
 
 

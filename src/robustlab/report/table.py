@@ -7,7 +7,7 @@ from pathlib import Path
 
 from robustlab.core.io import read_json, read_jsonl, write_text
 from robustlab.core.layout import load_manifest, trial_dir
-from robustlab.diagnostics import collapse_verdict_in_metrics, robust_overfitting
+from robustlab.diagnostics import collapse_verdict_in_metrics, linearity_lead, robust_overfitting
 
 METRIC_COLUMNS = ["test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "val_clean_acc", "val_pgd_acc",
                   "trainset_clean_acc", "trainset_pgd_acc"]
@@ -54,18 +54,20 @@ def study_rows(study_dir: Path) -> tuple[list[str], list[dict]]:
     return header, rows
 
 
-FACT_COLUMNS = ["collapse", "collapse_epoch", "peak_clean_acc", "kernel_path", "cpu"]
+FACT_COLUMNS = ["collapse", "collapse_epoch", "peak_clean_acc", "lost_epoch", "elle_rise_epoch", "linearity_lead",
+                "kernel_path", "cpu"]
 
 
 def _run_facts(run: Path, metrics: list[dict]) -> dict:
     """The collapse verdict (robustlab.diagnostics.collapse_verdict: co, failure, none), the best clean accuracy of
-    any epoch, and what the run ran on: its CPU kernel path (torch's dispatch level, e.g. AVX2, DEFAULT) and CPU."""
+    any epoch, the epoch robustness was lost to ~0 and the local-linearity warning before it
+    (robustlab.diagnostics.linearity_lead), and what the run ran on: its CPU kernel path (torch's dispatch level, e.g. AVX2, DEFAULT) and CPU."""
     verdict, epoch = collapse_verdict_in_metrics(metrics)
     clean = [m["test_clean_acc"] for m in metrics if m.get("test_clean_acc") is not None]
     env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
     path = (env.get("kernel_path") or {}).get("cpu_capability")
     return {"collapse": verdict if metrics else None, "collapse_epoch": epoch, "peak_clean_acc": max(clean, default=None),
-            "kernel_path": path, "cpu": env.get("cpu_model") or env.get("processor") or None}
+            **linearity_lead(metrics), "kernel_path": path, "cpu": env.get("cpu_model") or env.get("processor") or None}
 
 
 EVAL_COLUMNS = ["eval_protocol", "eval_best_clean_acc", "eval_best_robust_acc", "eval_last_clean_acc",
