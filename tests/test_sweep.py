@@ -220,3 +220,27 @@ def test_study_report_with_a_key_only_some_entries_set(tmp_path):
     run_sweep(study, tmp_path / "s", workers=1, log=lambda s: None)
     out = write_study_report(tmp_path / "s")
     assert (out / "final_vs_optim_lr.png").is_file() and (out / "report.html").is_file()
+
+
+def test_select_runs_part_of_a_study_and_the_rest_later(tmp_path):
+    """``--select``: a study run over several sessions runs a part in each; the folder holds the whole study."""
+    from robustlab.sweep.study import select_trials
+    raw = tiny_study(grid={"seed": [0, 1]}, list=[{"label": "FGSM-AT"}, {"label": "PGD", "method.name": "pgd",
+                                                                         "method.steps": 2}], workers=1)
+    study = expand_study(raw)
+    assert [(t.overrides["label"], t.config["seed"]) for t in select_trials(study, ["seed=1", "label=PGD"])] == \
+        [("PGD", 1)]
+    assert len(select_trials(study, ["seed=0", "seed=1", "label=FGSM-AT"])) == 2
+    with pytest.raises(ConfigError, match="--select: got 'method.steps2'; expected KEY=VALUE"):
+        select_trials(study, ["method.steps2"])
+    with pytest.raises(ConfigError, match="'optim.foo' is not a key"):
+        select_trials(study, ["optim.foo=1"])
+    with pytest.raises(ConfigError, match="matches none"):
+        select_trials(study, ["seed=7"])
+    out = tmp_path / "s"
+    first = run_sweep(study, out, log=lambda s: None, select=["seed=0"])
+    assert (first["trials"], first["selected"], first["selected_finished"], first["finished"]) == (4, 2, 2, 2)
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert len(rows) == 4 and sorted(r["status"] for r in rows)[:2] == ["finished", "finished"]
+    second = run_sweep(expand_study(raw), out, log=lambda s: None, select=["seed=1"])
+    assert second["finished"] == 4 and len(second["outcomes"]) == 2     # only the other half ran

@@ -112,8 +112,8 @@ def _cmd_report(args) -> int:
 def _cmd_sweep(args) -> int:
     from robustlab.sweep import run_sweep
 
-    summary = run_sweep(args.study, args.out, args.workers, args.backend, args.address)
-    return 0 if summary["finished"] == summary["trials"] else 1
+    summary = run_sweep(args.study, args.out, args.workers, args.backend, args.address, select=args.select)
+    return 0 if summary["selected_finished"] == summary["selected"] else 1
 
 
 def _cmd_demo(args) -> int:
@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="trials at a time (default: the study's workers)")
     s.add_argument("--backend", choices=["local", "ray"], default="local")
     s.add_argument("--address", default=None, help="ray: address of an existing cluster (default: start a local one)")
+    s.add_argument("--select", action="append", default=None, metavar="KEY=VALUE",
+                   help="run only the trials with this label or config value (repeatable: values of one key are "
+                        "alternatives, keys combine), e.g. --select seed=0 --select train.kernel_path=avx2; the "
+                        "folder, table and report hold the whole study")
     s.set_defaults(func=_cmd_sweep)
 
     x = sub.add_parser("export", help="a run's model for use elsewhere: safetensors + JSON, or RobustBench's model-info JSON",

@@ -14,7 +14,7 @@ from typing import Callable
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.outputs import check_out_folder
-from robustlab.sweep.study import Study, Trial, expand_study, load_study
+from robustlab.sweep.study import Study, Trial, expand_study, load_study, select_trials
 from robustlab.report.table import study_rows, write_study_table
 from robustlab.core.layout import DONE, trial_dir, trial_status
 from robustlab.sweep.trial import run_trial
@@ -46,8 +46,9 @@ def prepare_study_dir(study: Study, out: Path) -> None:
 
 def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers: int | None = None,
               backend: str = "local", address: str | None = None, log: Callable[[str], None] = print,
-              command: list[str] | None = None) -> dict:
-    """``command``: the user's command line, recorded in every trial's env.json (default: this process's argv)."""
+              command: list[str] | None = None, select: list[str] | None = None) -> dict:
+    """``command``: the user's command line, recorded in every trial's env.json (default: this process's argv);
+    ``select``: run only the trials ``KEY=VALUE`` selects (:func:`robustlab.sweep.study.select_trials`)."""
     import sys
     from robustlab.sweep.executors import run_local, run_ray
 
@@ -64,12 +65,14 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     if address is not None and backend != "ray":
         raise ConfigError(f"--address: goes with --backend ray (got --backend {backend})")
     check_out_folder(out, "--out", "study", "study.json")
+    chosen = select_trials(study, select) if select else study.trials
     prepare_study_dir(study, out)
     # the most expensive trials first (attack steps x epochs), so that workers finish together
     # finished and diverged trials are done (a diverged run would replay its last epoch and diverge again);
     # failed, interrupted and pending ones run
-    todo = sorted((t for t in study.trials if trial_status(out, t.name) not in DONE), key=lambda t: -trial_cost(t.config))
-    log(f"robustlab sweep {study.name}: {len(study.trials)} trials, {len(study.trials) - len(todo)} done (finished or diverged), "
+    todo = sorted((t for t in chosen if trial_status(out, t.name) not in DONE), key=lambda t: -trial_cost(t.config))
+    log(f"robustlab sweep {study.name}: {len(study.trials)} trials" + (f", {len(chosen)} selected" if select else "")
+        + f", {len(chosen) - len(todo)} done (finished or diverged), "
         f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}")
     t0 = time.perf_counter()
     if todo:
@@ -87,7 +90,8 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
                "finished": statuses.count("finished"), "diverged": statuses.count("diverged"),
                "failed": statuses.count("failed"),
                "other": sum(s not in (*DONE, "failed") for s in statuses),
-               "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes}
+               "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes,
+               "selected": len(chosen), "selected_finished": [trial_status(out, t.name) for t in chosen].count("finished")}
     log(f"{summary['finished']}/{summary['trials']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
         f"{summary['other']} not done; "
         f"table {out / 'table.csv'}; report {summary['report']}")

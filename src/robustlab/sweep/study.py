@@ -144,3 +144,39 @@ def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Stu
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     return expand_study(read_yaml(path, "study file"), path.parent, str(path))
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return KeyError
+        tree = tree[part]
+    return tree
+
+
+def select_trials(study: "Study", selections: list[str]) -> list[Trial]:
+    """``--select KEY=VALUE`` (repeatable): the trials whose ``KEY`` (``label`` or a dotted config key, e.g. ``seed``,
+    ``train.kernel_path``) equals ``VALUE``; several values of one key select any of them, several keys all. A study
+    run over several sessions runs a part in each (the folder and its report hold the whole study)."""
+    import yaml
+    wanted: dict[str, list] = {}
+    for text in selections:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--select: got {text!r}; expected KEY=VALUE, e.g. seed=0 or label=FGSM-AT")
+        wanted.setdefault(key.strip(), []).append(value.strip())
+
+    def value_of(trial: Trial, key: str):
+        return trial.overrides.get(LABEL, KeyError) if key == LABEL else _dotted(trial.config, key)
+
+    for key in wanted:
+        if all(value_of(t, key) is KeyError for t in study.trials):
+            raise ConfigError(f"--select: {key!r} is not a key of this study's trials (e.g. {', '.join(study.keys) or 'seed'})")
+
+    def matches(trial: Trial, key: str, values: list) -> bool:
+        have = value_of(trial, key)
+        return any(str(have) == v or have == yaml.safe_load(v) for v in values)
+    chosen = [t for t in study.trials if all(matches(t, k, vs) for k, vs in wanted.items())]
+    if not chosen:
+        raise ConfigError(f"--select: {' '.join(selections)} matches none of the study's {len(study.trials)} trials")
+    return chosen
