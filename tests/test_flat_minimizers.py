@@ -20,7 +20,9 @@ def minimizer(name, params, lr=1.0, model=None, **kw):
     cfg = build(MINIMIZERS.config_class(name), {"name": name, **kw})
     resolve(cfg)
     base = torch.optim.SGD(params, lr=lr)
-    return MINIMIZERS.build(cfg, base, BuildContext.standalone(model) if model is not None else None)
+    opt = MINIMIZERS.build(cfg, base, BuildContext.standalone(model) if model is not None else None)
+    opt.param_names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+    return opt
 
 
 def closure_for(params, loss_fn, calls):
@@ -177,3 +179,22 @@ def test_sam_at_is_a_config_and_names_bad_keys():
         config_from_dict(bn_config({"name": "sam", "eta": 0.01}, 1))
     with pytest.raises(ConfigError, match="optim.minimizer.adaptive: got 'yes'; allowed: none, all, weights"):
         config_from_dict(bn_config({"name": "sam", "adaptive": "yes"}, 1))
+
+
+def test_asam_by_name_covers_method_modules_and_refuses_unnamed_parameters(tmp_path):
+    """The official ASAM convention picks 'weight' tensors by name: the trainer names the method's own modules too
+    (ARAT's predictors get T = |w| + eta, not plain-SAM scaling), and a parameter without a name is an error."""
+    from test_arat import raw
+    from robustlab.core.errors import ConfigError
+    cfg = raw()
+    cfg["optim"]["minimizer"] = {"name": "sam", "adaptive": "weights"}
+    trainer = Trainer(config_from_dict(cfg), tmp_path / "r", log=lambda s: None)
+    trainer._build()
+    predictors = [p for m in trainer.method_modules.values() for p in m.parameters()]
+    assert predictors and all(id(p) in trainer.optimizer.param_names for p in predictors)
+    weights = [p for p in predictors if p.ndim > 1]
+    assert weights and all(trainer.optimizer.is_weight(p) for p in weights)
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = minimizer("sam", [w], rho=0.5, adaptive="weights")
+    with pytest.raises(ConfigError, match="'weights' picks parameters by name, and a parameter has none"):
+        opt.step(closure_for([w], lambda: (w * w).sum(), []))

@@ -121,7 +121,9 @@ class Trainer:
         self.method_modules = {k: m.to(self.device) for k, m in self.method.modules().items()}
         self.method_params = [p for m in self.method_modules.values() for p in m.parameters()]
         self.trainable = list(self.model.parameters()) + self.method_params
-        self.optimizer = build_optimizer(cfg.optim, self.trainable, self.bctx)
+        named = list(self.model.named_parameters()) + [(f"{key}.{n}", p) for key, m in self.method_modules.items()
+                                                       for n, p in m.named_parameters()]
+        self.optimizer = build_optimizer(cfg.optim, named, self.bctx)
         self.scaler = LossScaler(cfg.train.precision == "fp16", self.device)
         self.optimizer.guard = self.scaler.finite if self.scaler.enabled else None
         self.schedule = LR_SCHEDULES.build(cfg.optim.schedule)

@@ -17,7 +17,10 @@ afterwards, so its weight decay and momentum act on w + v and float rounding lea
 restores w exactly and steps from there (SAM's order). (b) The reference's proxy pass updates the proxy's BatchNorm
 statistics only and the perturbed pass the model's; here pass 0 updates the model's statistics and pass 1 is frozen
 (robustlab's rule for every multi-pass minimiser: each batch is seen once). (c) The reference's first attack of
-each epoch runs in eval mode by accident (a mode left by its evaluation); not reproduced.
+each epoch runs in eval mode by accident (a mode left by its evaluation); not reproduced. (d) ``warmup_epochs: k``
+runs k plain epochs and perturbs from epoch k + 1 (counted from 1); the TRADES-AWP reference counts its epochs from 1
+and perturbs once ``epoch >= awp_warmup``, i.e. after k - 1 plain epochs: its ``awp_warmup 10`` is ``warmup_epochs: 9``
+here (docs/memorisation.md).
 """
 from __future__ import annotations
 

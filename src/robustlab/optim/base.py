@@ -51,8 +51,13 @@ OPTIMIZERS.register("adamw", AdamWConfig)(
 
 
 def build_optimizer(cfg, params, bctx=None) -> Minimizer:
-    """The base optimiser over ``params`` inside the configured minimiser."""
-    return MINIMIZERS.build(cfg.minimizer, OPTIMIZERS.build(cfg, list(params)), bctx)
+    """The base optimiser over ``params`` (tensors, or ``(name, tensor)`` pairs such as ``named_parameters()``, which
+    the minimiser keeps as ``param_names``; ASAM's official convention needs them) inside the configured minimiser."""
+    params = list(params)
+    named = bool(params) and isinstance(params[0], tuple)
+    minimizer = MINIMIZERS.build(cfg.minimizer, OPTIMIZERS.build(cfg, [p for _, p in params] if named else params), bctx)
+    minimizer.param_names = {id(p): n for n, p in params} if named else {}
+    return minimizer
 
 
 def set_hyperparameters(optimizer: Minimizer, schedule, lr_max: float, t: int, total: int, per_epoch: int) -> float:

@@ -43,6 +43,7 @@ class Minimizer:
         self.base = base
         self.bctx = bctx
         self.guard: Callable[[], bool] | None = None   # set by the trainer (fp16: the loss scaler's finite())
+        self.param_names: dict[int, str] = {}          # id(parameter) -> its name, when built from named parameters
 
     @property
     def param_groups(self) -> list[dict]:

@@ -10,7 +10,8 @@ With g = grad L(w) (pass 0) and the perturbation e (below), the update uses g_s 
 - **ASAM** (Kwon et al., 2021): e = rho T^2 g / ||T g|| with T = diag(|w| + eta). Two conventions, named:
   ``adaptive: all`` (davda54/sam: every parameter, eta 0; README rho 2.0) and ``adaptive: weights`` (the official
   ASAM code: T = |w| + eta, eta 0.01, only for parameters whose name ends in ``weight``, T = 1 for the others;
-  rho 0.5). The two rho values are not interchangeable.
+  rho 0.5; the names are those given to ``build_optimizer`` (the trainer names the model's and the method's own
+  modules' parameters; an unnamed parameter is an error). The two rho values are not interchangeable.
 - **GSAM** (Zhuang et al., 2022): rho_t = rho_min + (rho_max - rho_min)(lr_t - lr_min)/(lr_max - lr_min) follows the
   lr; with g_s's direction u = g_s / ||g_s||, g = (g . u) u + g_perp; the update direction is g_s - alpha g_perp
   (descend the perturbed loss, ascend along the clean gradient's part orthogonal to it, shrinking the gap).
@@ -84,10 +85,14 @@ class SAM(Minimizer):
     """SAM / ASAM: e from pass 0's gradient, pass 1 at w + e, w restored, the base update with pass 1's gradient."""
     Config = SAMConfig
 
-    def __init__(self, cfg, base, bctx=None):
-        super().__init__(cfg, base, bctx)
-        names = dict((id(p), n) for n, p in bctx.model.named_parameters()) if bctx is not None and bctx.model is not None else {}
-        self._is_weight = {id(p): names.get(id(p), "").endswith("weight") for p in self.params()}
+    def is_weight(self, p) -> bool:
+        """The official ASAM code's test, on the parameter's name (given to build_optimizer as named parameters). A
+        parameter without a name is an error, never plain-SAM scaling by accident."""
+        name = self.param_names.get(id(p))
+        if name is None:
+            raise ConfigError("optim.minimizer.adaptive: 'weights' picks parameters by name, and a parameter has none; "
+                              "build the optimiser from named parameters (build_optimizer(cfg, model.named_parameters()))")
+        return name.endswith("weight")
 
     def with_grad(self) -> list[torch.nn.Parameter]:
         return [p for p in self.params() if p.grad is not None]
@@ -99,7 +104,7 @@ class SAM(Minimizer):
             return None
         if mode == "all":
             return [p.detach().abs() + self.cfg.eta for p in params]
-        return [p.detach().abs() + self.cfg.eta if self._is_weight.get(id(p)) else torch.ones_like(p) for p in params]
+        return [p.detach().abs() + self.cfg.eta if self.is_weight(p) else torch.ones_like(p) for p in params]
 
     def perturbation(self, params, grads, rho: float) -> list[torch.Tensor]:
         t = self.scales(params)
