@@ -244,3 +244,20 @@ def test_select_runs_part_of_a_study_and_the_rest_later(tmp_path):
     assert len(rows) == 4 and sorted(r["status"] for r in rows)[:2] == ["finished", "finished"]
     second = run_sweep(expand_study(raw), out, log=lambda s: None, select=["seed=1"])
     assert second["finished"] == 4 and len(second["outcomes"]) == 2     # only the other half ran
+
+
+def test_a_study_folder_from_an_earlier_version_resumes(tmp_path):
+    """A folder whose manifest was written before a config key existed (its trials' configs lack it, so its
+    fingerprint differs) holds the same study and resumes; a changed setting is still refused."""
+    raw = tiny_study(grid={"seed": [0, 1]}, workers=1)
+    out = tmp_path / "s"
+    run_sweep(expand_study(raw), out, log=lambda s: None, select=["seed=0"])
+    manifest = json.loads((out / "study.json").read_text())
+    for t in manifest["trials"]:
+        del t["config"]["final_eval"]["protocol"]          # as an earlier robustlab wrote it
+    manifest["fingerprint"] = "0123456789abcdef"
+    (out / "study.json").write_text(json.dumps(manifest))
+    again = run_sweep(expand_study(raw), out, log=lambda s: None)
+    assert again["finished"] == 2 and len(again["outcomes"]) == 1   # seed 1 ran; seed 0 was kept
+    with pytest.raises(ConfigError, match="holds a different study"):
+        run_sweep(expand_study(tiny_study(grid={"seed": [0, 1]}, overrides={"optim.lr": 0.05})), out, log=lambda s: None)

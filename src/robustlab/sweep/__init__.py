@@ -29,12 +29,28 @@ def trial_cost(config: dict) -> float:
     return config["train"]["epochs"] * passes
 
 
+def same_trials(old: dict, study: Study) -> bool:
+    """The stored manifest's trials are this study's: same names and overrides, and configs that resolve the same
+    today (a folder written by an earlier robustlab lacks the config keys added since, with their defaults)."""
+    from robustlab.config import config_from_dict
+    stored = old.get("trials") or []
+    if [(t.get("name"), t.get("overrides")) for t in stored] != [(t.name, t.overrides) for t in study.trials]:
+        return False
+    try:
+        return all(config_from_dict(s["config"]).to_dict() == t.config for s, t in zip(stored, study.trials))
+    except ConfigError:
+        return False
+
+
 def prepare_study_dir(study: Study, out: Path) -> None:
     manifest = out / "study.json"
     if manifest.is_file():
         old = read_json(manifest)
         if old.get("fingerprint") != study.fingerprint():
-            raise ConfigError(f"{out}: holds a different study (its trials or configs differ); choose another --out")
+            if not same_trials(old, study):
+                raise ConfigError(f"{out}: holds a different study (its trials or configs differ); choose another --out")
+            write_json(manifest, study.to_dict())     # written by an earlier robustlab: the same trials, keys added since
+            return
         if old.get("claims") != study.claims:      # the trials are the same; what they must show was edited
             write_json(manifest, study.to_dict())
         return
