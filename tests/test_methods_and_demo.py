@@ -113,7 +113,7 @@ def test_named_demos_list_and_validate():
         if name not in PIPELINES:
             assert len(expand_study(demo_study_raw(name)).trials) >= 3
     bad = subprocess.run([sys.executable, "-m", "robustlab", "demo", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer" in bad.stderr
+    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer, cifar" in bad.stderr
 
 
 def test_arat_demo_trains_as_the_claim_study_does():
@@ -134,3 +134,38 @@ def test_arat_demo_trains_as_the_claim_study_does():
     assert [t.overrides["label"] for t in demo.trials] == list(by_label) == ["ARAT", "PGD-AT", "TRADES"]
     for t in demo.trials:
         assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]
+
+
+def test_cifar_demo_trains_as_the_claim_study_does():
+    """robustlab demo cifar is seed 0 of configs/studies/co_cifar10_claims.yaml for FGSM-AT and N-FGSM: the same
+    training and final evaluation (threads, progress and kernel path aside), and its claims are the study's."""
+    from pathlib import Path
+    from robustlab.sweep import load_study
+    claim = load_study(Path(__file__).resolve().parent.parent / "configs" / "studies" / "co_cifar10_claims.yaml")
+    demo = expand_study(demo_study_raw("cifar"))
+
+    def training(cfg):
+        cfg = dict(cfg)
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
+        return cfg
+    by_label = {t.overrides["label"]: t for t in claim.trials
+                if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
+    assert [t.overrides["label"] for t in demo.trials] == ["FGSM-AT", "N-FGSM"]
+    for t in demo.trials:
+        assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]
+    study_claims = [c["says"] for c in claim.claims]
+    assert all(c["says"] in study_claims for c in demo.claims)
+
+
+def test_cifar_demo_without_the_images_is_one_line_before_any_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "ROBUSTLAB_DATA"}
+    env["HOME"] = str(tmp_path)                      # no cache folder with the tree either
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "demo", "cifar", "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in line and "cifar10-jpeg: not found" in line and "ROBUSTLAB_DATA" in line
+    assert not (tmp_path / "d").exists()

@@ -1,5 +1,5 @@
 """``robustlab demo [NAME]``: the main job on embedded data, as named CPU-scale studies (each under 10 minutes on
-2 CPU cores). ``robustlab demo --list`` lists them; without a name the catastrophic-overfitting demo runs.
+2 CPU cores, except ``cifar``). ``robustlab demo --list`` lists them; without a name the catastrophic-overfitting demo runs.
 
 A demo is an ordinary study file inside the package (``configs/<name>.yaml``); ``robustlab sweep`` machinery runs it
 and the study report draws it. Rerunning resumes: finished runs are skipped, interrupted ones continue.
@@ -15,6 +15,9 @@ and the study report draws it. Rerunning resumes: finished runs are skipped, int
 - ``transfer`` (``configs/transfer.yaml``): three steps, each resumable: a sweep of targets of other families, a sweep
   of surrogates (SGD, SAM, large-rho SAM) with kept epochs, then a transfer study (BIM) with each surrogate's
   sharpness (docs/transfer.md).
+- ``cifar`` (``configs/cifar.yaml``): FGSM-AT against N-FGSM on CIFAR-10 (JPEG copy) with injected class carriers,
+  seed 0 of the CIFAR-10 claim study (docs/cifar10.md); needs the images (``$ROBUSTLAB_DATA`` or ``data.root``) and
+  about 30 minutes on 2 cores, the one demo above 10 minutes.
 """
 from __future__ import annotations
 
@@ -30,8 +33,11 @@ DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N
          "arat": ("arat.yaml", "invariance regularisation: ARAT (split BN, asymmetric cosine loss) vs PGD-AT and TRADES, "
                                "clean and robust accuracy"),
          "transfer": ("transfer.yaml", "flat surrogates (SGD, SAM, large-rho SAM) x targets of other families: BIM transfer "
-                                       "and sharpness")}
+                                       "and sharpness"),
+         "cifar": ("cifar.yaml", "catastrophic overfitting on CIFAR-10 (JPEG copy, needs the images) with injected "
+                                 "carriers: FGSM-AT vs N-FGSM (~30 min)")}
 PIPELINES = {"transfer"}   # demos made of several steps (sweeps, then a transfer study)
+NEEDS_FILES = {"cifar"}    # demos on data the package does not carry
 DEFAULT = "co"
 
 
@@ -60,6 +66,10 @@ def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print,
     if kernel_paths:
         raw = {**raw, "grid": {"train.kernel_path": list(kernel_paths), **raw.get("grid", {})}}
     study = expand_study(raw, source="demo" if name == DEFAULT else f"demo-{name}")
+    if name in NEEDS_FILES:         # a missing data set is one line before any run, not a failed trial per run
+        from robustlab.config import config_from_dict
+        from robustlab.data import build_data
+        build_data(config_from_dict(study.trials[0].config).data, 0)
     out = out or ("runs/demo" if name == DEFAULT else f"runs/demo-{name}")
     summary = run_sweep(study, out, workers=workers, log=log)
     return Path(summary["report"]).parent
