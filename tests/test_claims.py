@@ -177,3 +177,14 @@ def test_evidence_merge_keeps_runs_of_earlier_sessions():
     got = mod.merged(old, new)
     assert [(r["trial"], r["kernel_path"], r["test_pgd_acc"]) for r in got] == \
         [("t0", "AVX2", 0.1), ("t1", "AVX2", 0.25), ("t2", "AVX2", 0.3), ("t0", "DEFAULT", 0.4), ("t3", "AVX2", 0.5)]
+
+
+def test_a_claim_with_runs_to_come_reads_as_open_or_so_far():
+    from robustlab.report.claims import claim_lines, verdict_word
+    co, = parse_claims([{"says": "FGSM collapses", "group": "FGSM", "verdict": ["co"], "at_least": 0.6}])
+    r = evaluate_claims([co], ROWS)[0]                       # 4 of 5 ended runs, 1 not ended
+    assert verdict_word(r) == "holds so far" and claim_lines([r])[0].startswith("HOLDS so far: FGSM collapses")
+    none_ended = evaluate_claims([co], [dict(row, status="running") for row in ROWS])[0]
+    assert verdict_word(none_ended) == "open"
+    done = evaluate_claims([co], [row for row in ROWS if row.get("status") in ("finished", "diverged")])[0]
+    assert verdict_word(done) == "holds"

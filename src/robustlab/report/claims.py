@@ -182,7 +182,16 @@ def count_text(result: dict) -> str:
         f", {result['pending']} not ended" if result["pending"] else "")
 
 
+def verdict_word(result: dict, shout: bool = False) -> str:
+    """"holds" / "does not hold"; while runs of its group have not ended, "open" (none ended) or "holds so far" /
+    "does not hold so far" (a study run in parts must not read as decided)."""
+    if result["pending"] and not result["runs"]:
+        return "open"
+    word = ("HOLDS" if shout else "holds") if result["holds"] else "does not hold"
+    return word + (" so far" if result["pending"] else "")
+
+
 def claim_lines(results: list[dict]) -> list[str]:
     """One line per claim for reports and logs."""
-    return [f"{'HOLDS' if r['holds'] else 'does not hold'}: {r['claim'].says}: {count_text(r)} "
+    return [f"{verdict_word(r, shout=True)}: {r['claim'].says}: {count_text(r)} "
             f"[rule: {r['claim'].rule()}]" for r in results]

@@ -19,7 +19,7 @@ import re
 import statistics
 from pathlib import Path
 
-from robustlab.report.claims import Claim, count_text, evaluate_claims
+from robustlab.report.claims import Claim, count_text, evaluate_claims, verdict_word
 
 COLUMNS = ["study", "trial", "label", "setting", "seed", "kernel_path", "cpu", "status", "collapse", "collapse_epoch",
            "peak_clean_acc", "lost_epoch", "elle_rise_epoch", "linearity_lead", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "best_pgd_epoch",
@@ -87,7 +87,7 @@ def _pct(values) -> str:
 def claims_markdown(claims: list[Claim], rows: list[dict]) -> str:
     lines = []
     for r in evaluate_claims(claims, rows):
-        lines.append(f"- **{'holds' if r['holds'] else 'does not hold'}**: {r['claim'].says}: {count_text(r)}.")
+        lines.append(f"- **{verdict_word(r)}**: {r['claim'].says}: {count_text(r)}.")
     return "\n".join(lines)
 
 
