@@ -114,10 +114,12 @@ class FinalEvalConfig:
         self.alpha = default_step(parent.method.eps) if self.alpha is None else self.alpha
 
     def check(self, key: str) -> None:
-        import importlib.util
-        if "autoattack" in self.protocol and self.points and importlib.util.find_spec("pyautoattack") is None:
-            raise ConfigError(f"{key}protocol: {self.protocol!r} needs the reference AutoAttack code: "
-                              "pip install 'robustlab[autoattack]' (the pyautoattack package)")
+        if "autoattack" in self.protocol and self.points:
+            from robustlab.protocols.cascade import import_autoattack
+            try:
+                import_autoattack()
+            except ImportError as exc:
+                raise ConfigError(f"{key}protocol: {self.protocol!r}: {exc}") from None
 
     def build_protocol(self):
         """The registered protocol (robustlab.protocols) these settings describe."""

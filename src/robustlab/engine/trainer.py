@@ -119,10 +119,10 @@ class Trainer:
                                  eps=cfg.method.eps, norm=cfg.method.norm, data=self.data)
         self.method = build_method(cfg.method, self.bctx)
         self.method_modules = {k: m.to(self.device) for k, m in self.method.modules().items()}
-        self.method_params = [p for m in self.method_modules.values() for p in m.parameters()]
-        self.trainable = list(self.model.parameters()) + self.method_params
-        named = list(self.model.named_parameters()) + [(f"{key}.{n}", p) for key, m in self.method_modules.items()
-                                                       for n, p in m.named_parameters()]
+        method_named = [(f"{key}.{n}", p) for key, m in self.method_modules.items() for n, p in m.named_parameters()]
+        self.method_params = [p for _, p in method_named]
+        named = list(self.model.named_parameters()) + method_named     # ASAM's official convention reads the names
+        self.trainable = [p for _, p in named]
         self.optimizer = build_optimizer(cfg.optim, named, self.bctx)
         self.scaler = LossScaler(cfg.train.precision == "fp16", self.device)
         self.optimizer.guard = self.scaler.finite if self.scaler.enabled else None

@@ -88,7 +88,7 @@ def import_autoattack():
     try:
         from pyautoattack import AutoAttack
     except ImportError:
-        raise ImportError("--attack autoattack needs the reference AutoAttack code: "
+        raise ImportError("AutoAttack needs the reference code: "
                           "pip install 'robustlab[autoattack]' (the pyautoattack package)") from None
     return AutoAttack
 
@@ -229,10 +229,11 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, stages: list
             robust[part[fooled]] = False
             fooled_by[part[fooled]] = True
             attacked[part] = True
-            st.update(attacked=flags_text(attacked), fooled=flags_text(fooled_by), generator=generator_state_text(generator),
+            st.update(attacked=flags_text(attacked), fooled=flags_text(fooled_by),
                       seconds=st["seconds"] + time.perf_counter() - t0)
             state["robust"] = flags_text(robust)
-            if path is not None:
+            if path is not None:              # the generator's state only where it is kept (a resumable evaluation)
+                st["generator"] = generator_state_text(generator)
                 write_json(path, state)
             progress.advance(len(part), f"{int(fooled.sum())} of this chunk fooled, {int(robust.sum())}/{len(y)} "
                              "robust so far", force=True)

@@ -11,6 +11,7 @@ TensorBoard purges what it holds from step k+1 on (``purge_step``), so its scala
 MLflow row sent in the instant between the sink's answer and the marker's write is sent twice."""
 from __future__ import annotations
 
+from robustlab.core.io import read_json, write_json
 from robustlab.engine.hooks.base import RunHook
 
 PUBLISHED_FILE = "trackers_published.json"
@@ -36,7 +37,6 @@ class Trackers(RunHook):
 
     def _published(self, run, start_epoch: int) -> int:
         """The last epoch whose row reached the sinks; a run folder from before this record trusts its checkpoint."""
-        from robustlab.core.io import read_json
         path = run.run_dir / PUBLISHED_FILE
         if not path.is_file():
             return start_epoch
@@ -46,7 +46,6 @@ class Trackers(RunHook):
             return 0
 
     def _mark(self, run, epoch: int) -> None:
-        from robustlab.core.io import write_json
         write_json(run.run_dir / PUBLISHED_FILE, {"epoch": epoch})
 
     def start(self, run, start_epoch: int) -> None:
