@@ -13,6 +13,7 @@ import yaml
 from robustlab.config import ConfigError
 from robustlab.core.io import read_jsonl
 from robustlab.sweep import expand_study, load_study, run_sweep
+from robustlab.sweep.claims import claim
 
 TINY_BASE = {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
              "model": {"name": "wong_mnist"}, "method": {"name": "fgsm", "eps": 0.1},
@@ -163,6 +164,32 @@ def test_killed_worker_loses_nothing_and_rerun_completes(tmp_path):
         a = read_jsonl(tmp_path / "cut" / "trials" / t / "metrics.jsonl")
         b = read_jsonl(tmp_path / "ref" / "trials" / t / "metrics.jsonl")
         assert [r["epoch"] for r in a] == [1, 2, 3] and _comparable(a) == _comparable(b)
+
+
+def test_sigterm_to_the_sweep_alone_stops_its_workers(tmp_path):
+    """A scheduler or `kill PID` signals only the sweep process: its workers must stop too (they used to train on as
+    orphans, holding their trials' claims), each run recorded as interrupted at its last checkpoint."""
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1]}, workers=2,
+                                              base={**TINY_BASE, "train": {"epochs": 10_000, "progress": "none"}})))
+    study_dir = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "sweep", str(path), "--out", str(study_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = [study_dir / "trials" / t / "metrics.jsonl" for t in ("000-seed-0", "001-seed-1")]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(m.exists() and read_jsonl(m) for m in metrics):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "stopping 2 running trial(s)" in out and out.count(": interrupted (") == 2, out
+    left = subprocess.run(["pgrep", "-f", f"robustlab.sweep.worker {study_dir}"], capture_output=True, text=True).stdout
+    assert left.strip() == "", f"orphan workers: {left}"
+    for m in metrics:
+        res = json.loads((m.parent / "results.json").read_text())
+        assert res["status"] == "interrupted" and res["epochs_completed"] >= 1
+        with claim(study_dir / ".locks", m.parent.name) as mine:
+            assert mine     # the claim was released
 
 
 @pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Callable
 from robustlab.core.errors import ConfigError
 from robustlab.core.kernel_paths import KERNEL_PATHS, path_environment
 from robustlab.sweep.study import Study, Trial
+from robustlab.sweep.worker import INTERRUPTED
 
 
 def describe_outcome(o: dict) -> str:
@@ -92,7 +94,10 @@ def local_threads(workers: int) -> int:
 
 def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[[str], None],
               command: list[str] | None = None) -> list[dict]:
-    """Run trials in at most ``workers`` child processes at a time."""
+    """Run trials in at most ``workers`` child processes at a time. Ctrl-C or SIGTERM of this process (which the
+    command line turns into KeyboardInterrupt) is passed on to the running workers as SIGINT: each records its
+    trial as interrupted at its last checkpoint and exits, and only then is the interrupt raised again, so a sweep
+    stopped by its own PID (a job scheduler, ``kill``) leaves no orphan worker training on."""
     threads = local_threads(workers)
     queue = list(trials)
     running: dict[subprocess.Popen, tuple[Trial, float, Path]] = {}
@@ -100,39 +105,78 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     tail = TrialLogTail(study_dir, log)
     last_poll = 0.0
-    while queue or running:
-        while queue and len(running) < workers:
-            trial = queue.pop(0)
-            # per sweep process: two sweeps may share a study folder (the claims keep trials apart)
-            spec = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.json"
-            spec.parent.mkdir(parents=True, exist_ok=True)
-            spec.write_text(json.dumps({"name": trial.name, "config": trial.config, "threads": threads,
-                                        "command": command}))
-            out = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.out.json"
-            out.unlink(missing_ok=True)
-            proc = subprocess.Popen([sys.executable, "-m", "robustlab.sweep.worker", str(study_dir), str(spec), str(out)],
-                                    env=path_environment(trial_kernel_path(trial), env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            tail.begin(trial.name)
-            running[proc] = (trial, time.perf_counter(), out)
-        time.sleep(0.05)
-        if time.perf_counter() - last_poll >= TAIL_EVERY_S:
-            last_poll = time.perf_counter()
-            tail.poll([t.name for t, _, _ in running.values()])
-        for proc in [p for p in running if p.poll() is not None]:
-            trial, t0, out = running.pop(proc)
-            tail.poll([trial.name])
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            if proc.returncode == 0 and out.is_file():
-                outcome = json.loads(out.read_text())
-                out.unlink()
-            else:
-                why = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-                outcome = {"name": trial.name, "status": "interrupted", "seconds": time.perf_counter() - t0,
-                           "message": f"worker process ended with {why}; rerun the sweep to resume" +
-                                      (f": {err.strip().splitlines()[-1]}" if err.strip() else "")}
-            outcomes.append(outcome)
-            log(describe_outcome(outcome))
+
+    def collect(proc: subprocess.Popen) -> None:
+        trial, t0, out = running.pop(proc)
+        tail.poll([trial.name])
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.returncode == 0 and out.is_file():
+            outcome = json.loads(out.read_text())
+            out.unlink()
+        else:
+            why = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+            last = [ln for ln in err.strip().splitlines() if ln.strip()]
+            message = ("stopped by Ctrl-C or SIGTERM" if proc.returncode == INTERRUPTED else
+                       f"worker process ended with {why}" + (f": {last[-1]}" if last else ""))
+            outcome = {"name": trial.name, "status": "interrupted", "seconds": time.perf_counter() - t0,
+                       "message": message + "; rerun the sweep to resume"}
+        outcomes.append(outcome)
+        log(describe_outcome(outcome))
+
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                trial = queue.pop(0)
+                # per sweep process: two sweeps may share a study folder (the claims keep trials apart)
+                spec = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.json"
+                spec.parent.mkdir(parents=True, exist_ok=True)
+                spec.write_text(json.dumps({"name": trial.name, "config": trial.config, "threads": threads,
+                                            "command": command}))
+                out = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.out.json"
+                out.unlink(missing_ok=True)
+                proc = subprocess.Popen([sys.executable, "-m", "robustlab.sweep.worker", str(study_dir), str(spec), str(out)],
+                                        env=path_environment(trial_kernel_path(trial), env), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+                tail.begin(trial.name)
+                running[proc] = (trial, time.perf_counter(), out)
+            time.sleep(0.05)
+            if time.perf_counter() - last_poll >= TAIL_EVERY_S:
+                last_poll = time.perf_counter()
+                tail.poll([t.name for t, _, _ in running.values()])
+            for proc in [p for p in running if p.poll() is not None]:
+                collect(proc)
+    except KeyboardInterrupt:
+        stop_workers(list(running), log)
+        for proc in list(running):
+            collect(proc)
+        raise
     return outcomes
+
+
+WORKER_STOP_S = 60.0   # how long an interrupted worker may take to record its trial before it is killed
+
+
+def stop_workers(procs: list[subprocess.Popen], log: Callable[[str], None], timeout: float = WORKER_STOP_S) -> None:
+    """SIGINT to each live worker (it marks its run interrupted and exits), then wait; SIGKILL after ``timeout``
+    seconds (the trial still resumes from its last epoch's checkpoint)."""
+    live = [p for p in procs if p.poll() is None]
+    if live:
+        log(f"  stopping {len(live)} running trial(s); rerun the same command to resume")
+    for proc in live:
+        try:
+            proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.perf_counter() + timeout
+    for proc in live:
+        while True:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.perf_counter()))
+                break
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            except KeyboardInterrupt:     # a second Ctrl-C while waiting: stop waiting politely
+                proc.kill()
 
 
 RAY_CONNECT_TIMEOUT_S = 10.0
