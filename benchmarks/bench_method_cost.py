@@ -12,6 +12,8 @@ Pass counts per batch of B images (F = forward, Bw = backward through the networ
   Memorisation line, against PGD-10-AT's 11F + 11Bw: TRADES 10 KL-attack passes + 2F + 2Bw (x' and x in train mode)
   + 1 clean eval-mode F for the reference: 12F + 12Bw + 1F, ~1.1x by passes; MART the same passes as TRADES;
   AWP one more F + Bw of the training loss (12F + 12Bw, 1.09x); TE one clean eval-mode F (12F + 11Bw, ~1.05x).
+On CIFAR-10 (JPEG copy): --data cifar10_jpeg --models preact_resnet18 --width 0.25 (eps 8/255; 100 images per class
+loaded, the first N batches trained).
 Usage: python benchmarks/bench_method_cost.py [--batches 8] [--rounds 3] [--models wong_mnist small_cnn]
        [--methods FGSM FGSM+ELLE ...] [--reference FGSM] [--no-keep-heap]
        python benchmarks/bench_method_cost.py --reference PGD-10 --methods TRADES MART PGD-10+AWP TRADES+AWP PGD-10+TE TRADES+TE
@@ -40,6 +42,7 @@ METHODS = {
     "RS-FGSM": {"name": "rs_fgsm"},
     "N-FGSM": {"name": "n_fgsm"},
     "PGD-2": {"name": "pgd", "steps": 2},
+    "PGD-5": {"name": "pgd", "steps": 5},
     "GAT": {"name": "gat"},
     "FGSM+ELLE": {"name": "fgsm", "regularizers": [{"name": "elle"}]},
     "FGSM+ELLE (fused 4B)": {"name": "fgsm", "regularizers": [{"name": "elle", "fuse_forward": True}]},
@@ -69,16 +72,30 @@ METHODS = {
         "name": "vgg", "depth": 11, "width": 0.25, "norm_layer": {"name": "split_batchnorm"}}},
     "PGD-10+SWA (split-BN VGG-11)": {"name": "pgd", "steps": 10, "_swa": {"start_epoch": 1, "every_steps": 1}, "_model": {
         "name": "vgg", "depth": 11, "width": 0.25, "norm_layer": {"name": "split_batchnorm"}}},
+    # the same on the model given with --models (and --width), its BatchNorm split: ARAT on the CIFAR protocol's model
+    "PGD-10 (split BN)": {"name": "pgd", "steps": 10, "_split_bn": True},
+    "ARAT (split BN)": {"name": "arat", "steps": 10, "_split_bn": True},
+    "PGD-10+SWA (split BN)": {"name": "pgd", "steps": 10, "_swa": {"start_epoch": 1, "every_steps": 1}, "_split_bn": True},
 }
 
+# the data sets the costs are measured on: mnist5k (embedded) and CIFAR-10 (JPEG copy, needs $ROBUSTLAB_DATA), each at
+# its usual L-inf eps
+DATA = {"mnist5k": ({"name": "mnist5k"}, 0.1),
+        "cifar10_jpeg": ({"name": "cifar10_jpeg", "train_per_class": 100, "crop_padding": 0, "flip": False}, 8 / 255)}
 
-def epoch_runner(model: str, method: dict, batches: int, batch: int, keep_heap: bool = True):
+
+def epoch_runner(model: str, method: dict, batches: int, batch: int, keep_heap: bool = True, data: str = "mnist5k",
+                 width: float | None = None):
     method = dict(method)
     minimizer = method.pop("_minimizer", {"name": "plain"})
-    model_cfg = method.pop("_model", {"name": model})
+    model_cfg = {"name": model, **({"width": width} if width is not None else {})}
+    if method.pop("_split_bn", False):
+        model_cfg["norm_layer"] = {"name": "split_batchnorm"}
+    model_cfg = method.pop("_model", model_cfg)
     swa = method.pop("_swa", None)
-    cfg = config_from_dict({"data": {"name": "mnist5k", "val_size": 0, "batch_size": batch}, "model": model_cfg,
-                            "method": {"eps": 0.1, **method}, "optim": {"minimizer": minimizer},
+    data_cfg, eps = DATA[data]
+    cfg = config_from_dict({"data": {**data_cfg, "val_size": 0, "batch_size": batch}, "model": model_cfg,
+                            "method": {"eps": eps, **method}, "optim": {"minimizer": minimizer},
                             "train": {"epochs": 1, "progress": "none", "cpu_keep_heap": keep_heap, "swa": swa},
                             "monitor": {"diagnostics": []}})
     t = Trainer(cfg, "/nonexistent")
@@ -96,14 +113,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help=f"a subset of: {', '.join(METHODS)}")
     ap.add_argument("--reference", default="FGSM", choices=list(METHODS), help="the method the costs are relative to")
+    ap.add_argument("--data", default="mnist5k", choices=list(DATA), help="cifar10_jpeg needs $ROBUSTLAB_DATA")
+    ap.add_argument("--width", type=float, default=None, help="model.width for the models given (e.g. 0.25)")
     ap.add_argument("--no-keep-heap", action="store_true", help="glibc's default allocator behaviour (train.cpu_keep_heap=false)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ref = args.reference
+    print(f"data {args.data}, batch {args.batch}, {args.threads} thread(s)" + (f", width {args.width}" if args.width else ""))
     print(f"| model | method | seconds per {args.batches} batches | relative to {ref} |")
     print("|---|---|---|---|")
     for model in args.models:
-        runners = {k: epoch_runner(model, METHODS[k], args.batches, args.batch, not args.no_keep_heap)
+        runners = {k: epoch_runner(model, METHODS[k], args.batches, args.batch, not args.no_keep_heap, args.data, args.width)
                    for k in [ref] + [m for m in args.methods if m != ref]}
         for run in runners.values():
             run()  # warm-up

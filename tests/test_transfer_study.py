@@ -123,6 +123,13 @@ def test_claims_weak_targets_and_changed_weights(models, tmp_path):
     (claim,) = res["claims"]
     assert (claim["met"], claim["runs"], claim["holds"]) == (wins, 2, wins >= 1)
     assert all(r["kernel_path"] for r in res["surrogate_rows"])
+    # sharpness against transfer, pooled over the 4 surrogates (2 per seed: too few for per-seed rows)
+    from scipy import stats
+    sr = res["surrogate_rows"]
+    rho = stats.spearmanr([r["hessian_top_eig"] for r in sr], [r["success_BIM_all"] for r in sr])[0]
+    assert res["sharpness_transfer"]["n_BIM_top_eig"] == 4 and res["rank_rows"] == []
+    assert res["sharpness_transfer"]["rank_BIM_top_eig"] == pytest.approx(rho, nan_ok=True)
+    assert "Spearman's rho between sharpness and success" in (tmp_path / "t" / "report" / "report.md").read_text()
     accuracy = res["target_accuracy"]
     assert set(accuracy) == {"t000", "t001"} and all(0 <= a <= 1 for a in accuracy.values())
     assert len(res["weak_targets"]) == sum(a < 0.999 for a in accuracy.values())

@@ -28,8 +28,9 @@ def write_transfer_report(out: Path, results: dict) -> Path:
     images, tables, findings = [], [], []
     for c in results.get("claims") or []:          # what the study set out to show, counted, first
         per = ", ".join(f"{p} {k}/{n}" for p, (k, n) in c["paths"].items())
+        unit = "seeds" if c.get("group") == "sharpness vs transfer" else "surrogates"
         findings.append(f"Claim {'HOLDS' if c['holds'] else 'does not hold'}: {c['says']}: {c['met']} of {c['runs']} "
-                        f"surrogates ({per}) [rule: {c['rule']}]")
+                        f"{unit} ({per}) [rule: {c['rule']}]")
     for line in results.get("weak_targets") or []:
         findings.append(f"FLAG: {line}.")
     findings.append(f"{len(sur)} surrogates x {len(tar)} targets on {results['n_examples']} examples "
@@ -89,6 +90,19 @@ def write_transfer_report(out: Path, results: dict) -> Path:
             fig.savefig(report / name, dpi=90)
             plt.close(fig)
             images.append((f"{label}: mean success over targets against sharpness", name))
+            pooled = results.get("sharpness_transfer") or {}
+            if f"rank_{label}_top_eig" in pooled:
+                findings.append(f"{label}: Spearman's rho between sharpness and success (all), over all surrogates: " + "; ".join(
+                    f"{name_} {fmt(pooled[f'rank_{label}_{m}'], 'num')} (n = {pooled[f'n_{label}_{m}']}, "
+                    f"permutation p = {fmt(pooled[f'p_{label}_{m}'], 'num')})"
+                    for m, name_ in (("top_eig", "top eigenvalue"), ("trace", "trace"))) +
+                    " (negative: flatter surrogates transfer better).")
+            ranks = results.get("rank_rows") or []
+            if ranks:
+                tables.append((f"{label}: sharpness against success (all), Spearman's rho per seed and kernel path",
+                               ["seed", "kernel path", "surrogates", "rho (top eigenvalue)", "rho (trace)"],
+                               [[str(r["seed"]), str(r["kernel_path"]), str(r[f"n_{label}_top_eig"]),
+                                 fmt(r[f"rank_{label}_top_eig"], "num"), fmt(r[f"rank_{label}_trace"], "num")] for r in ranks]))
     accuracy = results.get("target_accuracy") or {}
     tables.append(("Models (target accuracy: clean, on the whole test split)", ["key", "role", "label", "target accuracy (%)", "source"],
                    [[e["key"], role, e["label"], fmt(accuracy[e["key"]], PCT) if e["key"] in accuracy else "",

@@ -23,7 +23,7 @@ from robustlab.eval.transfer.craft import craft
 from robustlab.eval.transfer.entries import Entry, expand
 from robustlab.eval.transfer.judge import judge, matrix_csv
 from robustlab.eval.transfer.points import select_points, target_accuracy
-from robustlab.eval.transfer_claims import surrogate_rows, transfer_claims, weak_targets
+from robustlab.eval.transfer_claims import pooled_rank, rank_rows, surrogate_rows, transfer_claims, weak_targets
 
 
 class TransferStudy:
@@ -125,7 +125,8 @@ class TransferStudy:
         return results
 
     def results(self, n: int, matrices: dict, sharp: dict, accuracy: dict) -> dict:
-        """results.json: the matrices, sharpness, target accuracies, flags, per-surrogate rows and claims."""
+        """results.json: the matrices, sharpness, target accuracies, flags, per-surrogate rows, the rank correlation
+        of sharpness and success (per seed and kernel path, and pooled) and claims."""
         results = {"name": self.cfg.name, "examples": self.cfg.examples, "n_examples": n,
                    "denominators": {"success_all": "all selected examples",
                                     "success_correct": "examples correct on both the surrogate and the target"},
@@ -134,7 +135,9 @@ class TransferStudy:
                    "min_target_accuracy": self.cfg.min_target_accuracy}
         results["weak_targets"] = weak_targets(results["targets"], accuracy, self.cfg.min_target_accuracy)
         results["surrogate_rows"] = surrogate_rows(results["surrogates"], matrices, sharp)
-        results["claims"] = transfer_claims(self.cfg.claims, results["surrogate_rows"])
+        results["rank_rows"] = rank_rows(results["surrogate_rows"], matrices) if sharp else []
+        results["sharpness_transfer"] = pooled_rank(results["surrogate_rows"], matrices) if sharp else {}
+        results["claims"] = transfer_claims(self.cfg.claims, results["surrogate_rows"] + results["rank_rows"])
         for line in results["weak_targets"]:
             self.log(f"FLAG {line}")
         for c in results["claims"]:
