@@ -26,3 +26,17 @@ def test_linearity_rise_and_lead():
     assert linearity_lead(rows) == {"lost_epoch": 5, "elle_rise_epoch": 4, "linearity_lead": 1}
     late = [dict(r, diag_elle_error=0.01) for r in rows[:5]] + [dict(rows[5])]
     assert linearity_lead(late) == {"lost_epoch": 5, "elle_rise_epoch": None, "linearity_lead": None}
+
+
+def test_collapse_map_counts_runs_with_robustness_lost_per_cell():
+    """The study report's collapse map: per (eps, beta) cell, k of n runs in CO, in failure, with robustness lost."""
+    from robustlab.report.study import COLLAPSE_PANELS, cell_counts
+    rows = [{"method.eps": e, "data.inject.beta": b, "collapse": c, "lost_epoch": lost}
+            for e, b, c, lost in [(8, 0, "none", None), (8, 0, "none", ""), (8, 8, "none", 5), (8, 8, "co", 7),
+                                  (6, 8, "failure", None), (6, 8, "none", 3), (6, 0, "none", None)]]
+    got = {name: [[sum(c) for c in row] for row in cell_counts(rows, "method.eps", "data.inject.beta", counted)]
+           for name, counted in COLLAPSE_PANELS}
+    # rows: beta 0, 8; columns: eps 6, 8
+    assert got == {"CO": [[0, 0], [0, 1]], "training failure": [[0, 0], [1, 0]], "robustness lost": [[0, 0], [1, 2]]}
+    assert [[len(c) for c in row] for row in cell_counts(rows, "method.eps", "data.inject.beta", lambda r: 1)] == \
+        [[1, 2], [2, 2]]

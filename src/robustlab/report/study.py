@@ -116,11 +116,24 @@ def plot_heatmap(rows, keys, kx, ky, out_png: Path) -> None:
     plt.close(fig)
 
 
+COLLAPSE_PANELS = [("CO", lambda r: r["collapse"] == "co"), ("training failure", lambda r: r["collapse"] == "failure"),
+                   ("robustness lost", lambda r: _num(r.get("lost_epoch")) is not None)]
+
+
+def cell_counts(rows, kx, ky, counted) -> list[list[list[bool]]]:
+    """``[y][x]`` -> one bool per run of that cell (``counted(run)``); x and y the sorted values of the keys."""
+    xs = sorted({_num(r[kx]) for r in rows})
+    ys = sorted({_num(r[ky]) for r in rows})
+    return [[[bool(counted(r)) for r in rows if _num(r[kx]) == x and _num(r[ky]) == y] for x in xs] for y in ys]
+
+
 def plot_collapse_heatmap(rows, keys, kx, ky, out_png: Path) -> bool:
     """Per group, the fraction of runs in each cell whose robust accuracy collapsed: CO (clean accuracy kept; top
-    row) and training failure (clean accuracy fell too; bottom row), annotated ``k/n`` (robustlab.diagnostics.
-    collapse_verdict on the test curves). One run per cell reads as 0 or 1: sweep seeds and kernel paths for a
-    fraction. Returns False (nothing drawn) when no run has a verdict."""
+    row), training failure (clean accuracy fell too; middle row), both by robustlab.diagnostics.collapse_verdict on
+    the test curves, and robustness lost (bottom row: the test PGD accuracy at or below the floor from some epoch to
+    the end, ``lost_epoch``, robustlab.diagnostics.robustness_lost_epoch: the collapse at CPU scale, where no robust
+    peak reaches the CO rule's), annotated ``k/n``. One run per cell reads as 0 or 1: sweep seeds and kernel paths
+    for a fraction. Returns False (nothing drawn) when no run has a verdict."""
     groups: dict[str, list] = {}
     for r in rows:
         if r["status"] in ("finished", "diverged") and r.get("collapse"):
@@ -128,14 +141,14 @@ def plot_collapse_heatmap(rows, keys, kx, ky, out_png: Path) -> bool:
     if not groups:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(2, len(groups), figsize=(4.6 * len(groups), 7.4), squeeze=False)
+    panels = COLLAPSE_PANELS
+    fig, axes = plt.subplots(len(panels), len(groups), figsize=(4.6 * len(groups), 3.7 * len(panels)), squeeze=False)
     for col, (label, grp) in enumerate(groups.items()):
         xs = sorted({_num(r[kx]) for r in grp})
         ys = sorted({_num(r[ky]) for r in grp})
-        for row_i, (verdict, name) in enumerate([("co", "CO"), ("failure", "training failure")]):
+        for row_i, (name, counted) in enumerate(panels):
             ax = axes[row_i][col]
-            counts = [[[r["collapse"] == verdict for r in grp if _num(r[kx]) == x and _num(r[ky]) == y] for x in xs]
-                      for y in ys]
+            counts = cell_counts(grp, kx, ky, counted)
             grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in counts]
             im = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="magma", aspect="auto")
             ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs])
@@ -209,7 +222,8 @@ def write_study_report(study_dir: str | Path) -> Path:
         plot_heatmap(rows, keys, num[0], num[1], out / "heatmap.png")
         extra.append((f"Heatmap: {num[0]} x {num[1]}", "heatmap.png"))
         if plot_collapse_heatmap(rows, keys, num[0], num[1], out / "collapse_heatmap.png"):
-            extra.append((f"Collapse: fraction of runs in CO and in training failure, {num[0]} x {num[1]} (k/n runs)",
+            extra.append((f"Collapse: fraction of runs in CO, in training failure and with robustness lost, "
+                          f"{num[0]} x {num[1]} (k/n runs)",
                           "collapse_heatmap.png"))
     protocol = next((r["eval_protocol"] for r in rows if r.get("eval_protocol")), None)
     if protocol and plot_eval_summary(rows, keys, protocol, out / "eval.png"):
