@@ -47,10 +47,19 @@ def run_key(row: dict) -> tuple:
 
 def merged(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` rows in their order, each replaced by the new row of the same run unless that one has not ended while
-    the old one had; then the new runs not recorded before."""
+    the old one had; then the new runs not recorded before. An old row of a run that had not started (no kernel path
+    yet) is replaced by the new rows of its trial on any path."""
     fresh = {run_key(r): r for r in new}
+    by_trial: dict[tuple, list[tuple]] = {}
+    for r in new:
+        by_trial.setdefault((r.get("study"), r.get("trial")), []).append(run_key(r))
     out = []
     for r in old:
+        if not r.get("kernel_path") and r.get("status") not in ENDED:
+            started = [k for k in by_trial.get((r.get("study"), r.get("trial")), []) if k[2] and k in fresh]
+            if started:
+                out += [fresh.pop(k) for k in started]
+                continue
         n = fresh.pop(run_key(r), None)
         out.append(r if n is None or (n.get("status") not in ENDED and r.get("status") in ENDED) else n)
     return out + [r for r in new if run_key(r) in fresh]

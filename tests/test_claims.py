@@ -177,6 +177,16 @@ def test_evidence_merge_keeps_runs_of_earlier_sessions():
     got = mod.merged(old, new)
     assert [(r["trial"], r["kernel_path"], r["test_pgd_acc"]) for r in got] == \
         [("t0", "AVX2", 0.1), ("t1", "AVX2", 0.25), ("t2", "AVX2", 0.3), ("t0", "DEFAULT", 0.4), ("t3", "AVX2", 0.5)]
+    # a run recorded before it started (no kernel path) is replaced in place by its trial's new rows, not duplicated
+    old = [row("t0", "AVX2", "finished", 0.1), row("t1", None, "pending", None), row("t2", None, "pending", None)]
+    new = [row("t0", "AVX2", "finished", 0.1), row("t1", "AVX2", "finished", 0.3), row("t2", None, "pending", None)]
+    got = mod.merged(old, new)
+    assert [(r["trial"], r["kernel_path"], r["status"]) for r in got] == \
+        [("t0", "AVX2", "finished"), ("t1", "AVX2", "finished"), ("t2", None, "pending")]
+    # seeds and epochs read back as integers, so a recorded file is rewritten unchanged
+    from robustlab.report.evidence import read_csv, write_csv
+    text = write_csv([{"study": "s", "trial": "t", "seed": 3, "lost_epoch": 5, "test_pgd_acc": 0.0}])
+    assert write_csv(read_csv(text)) == text and read_csv(text)[0]["seed"] == 3
 
 
 def test_a_claim_with_runs_to_come_reads_as_open_or_so_far():

@@ -69,10 +69,18 @@ def write_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _number(text: str) -> int | float:
+    """``"3"`` -> 3 (seeds and epochs are written back as they were), ``"0.25"`` -> 0.25."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def read_csv(text: str) -> list[dict]:
     rows = []
     for r in csv.DictReader(io.StringIO(text)):
-        rows.append({k: (None if v == "" else float(v) if k in NUMERIC or _is_eval_figure(k) else v) for k, v in r.items()})
+        rows.append({k: (None if v == "" else _number(v) if k in NUMERIC or _is_eval_figure(k) else v) for k, v in r.items()})
     return rows
 
 
