@@ -113,7 +113,7 @@ def test_named_demos_list_and_validate():
         if name not in PIPELINES:
             assert len(expand_study(demo_study_raw(name)).trials) >= (2 if name == "cifar" else 3)
     bad = subprocess.run([sys.executable, "-m", "robustlab", "demo", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer, cifar" in bad.stderr
+    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer, cifar, cifar-transfer" in bad.stderr
 
 
 def test_arat_demo_trains_as_the_claim_study_does():
@@ -157,14 +157,15 @@ def test_cifar_demo_trains_as_the_claim_study_does():
     assert all(c["says"] in study_claims for c in demo.claims)
 
 
-def test_cifar_demo_without_the_images_is_one_line_before_any_run(tmp_path):
+@pytest.mark.parametrize("name", ["cifar", "cifar-transfer"])
+def test_cifar_demo_without_the_images_is_one_line_before_any_run(tmp_path, name):
     import os
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "ROBUSTLAB_DATA"}
     env["HOME"] = str(tmp_path)                      # no cache folder with the tree either
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    proc = subprocess.run([sys.executable, "-m", "robustlab", "demo", "cifar", "--out", str(tmp_path / "d")],
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "demo", name, "--out", str(tmp_path / "d")],
                           capture_output=True, text=True, env=env, timeout=120)
     line = proc.stderr.strip()
     assert proc.returncode == 2 and "\n" not in line and "cifar10-jpeg: not found" in line and "ROBUSTLAB_DATA" in line

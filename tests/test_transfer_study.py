@@ -107,6 +107,33 @@ def test_the_transfer_demo_config_is_valid():
     assert [c.group for c in cfg.claims] == ["SAM@30", "SAM@30", "l-SAM@30", "SGD@14"] and cfg.min_target_accuracy == 0.8
 
 
+def test_the_cifar_transfer_demo_is_seed_0_of_the_cifar_study():
+    """robustlab demo cifar-transfer trains the CIFAR study's targets and seed 0 of its surrogates (threads, progress
+    and kernel path aside) and runs its transfer study with the same attack, points and claims."""
+    from pathlib import Path
+    from robustlab.demo import demo_study_raw
+    from robustlab.sweep import load_study
+    configs = Path(__file__).resolve().parent.parent / "configs" / "transfer"
+    raw = demo_study_raw("cifar-transfer")
+
+    def training(cfg):
+        cfg = dict(cfg)
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
+        return cfg
+
+    def by_label(study, keep=lambda t: True):
+        return {t.overrides.get("label"): training(t.config) for t in study.trials if keep(t)}
+    assert by_label(expand_study(raw["targets"])) == by_label(load_study(configs / "cifar10_cpu_targets.yaml"))
+    study_seed0 = by_label(load_study(configs / "cifar10_cpu_surrogates.yaml"),
+                           lambda t: t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default")
+    assert by_label(expand_study(raw["surrogates"])) == study_seed0 and list(study_seed0) == ["SGD", "SAM", "l-SAM"]
+    study = yaml.safe_load((configs / "cifar10_cpu_transfer.yaml").read_text())
+    demo = raw["transfer"]
+    assert {k: v for k, v in demo.items() if k not in ("surrogates", "targets")} == \
+        {k: v for k, v in study.items() if k not in ("surrogates", "targets")}
+    assert demo["surrogates"][0]["epochs"] == study["surrogates"][0]["epochs"] == [10, 12, 20]
+
+
 def test_claims_weak_targets_and_changed_weights(models, tmp_path):
     """Claims over surrogate labels are counted pair by pair (same seed and kernel path) against a direct count;
     a target below min_target_accuracy is flagged; a surrogate retrained in place is refused by name."""

@@ -1,5 +1,5 @@
 """``robustlab demo [NAME]``: the main job on embedded data, as named CPU-scale studies (each under 10 minutes on
-2 CPU cores, except ``cifar``). ``robustlab demo --list`` lists them; without a name the catastrophic-overfitting demo runs.
+2 CPU cores, except the CIFAR-10 ones). ``robustlab demo --list`` lists them; without a name the catastrophic-overfitting demo runs.
 
 A demo is an ordinary study file inside the package (``configs/<name>.yaml``); ``robustlab sweep`` machinery runs it
 and the study report draws it. Rerunning resumes: finished runs are skipped, interrupted ones continue.
@@ -17,7 +17,10 @@ and the study report draws it. Rerunning resumes: finished runs are skipped, int
   sharpness (docs/transfer.md).
 - ``cifar`` (``configs/cifar.yaml``): FGSM-AT against N-FGSM on CIFAR-10 (JPEG copy) with injected class carriers,
   seed 0 of the CIFAR-10 claim study (docs/cifar10.md); needs the images (``$ROBUSTLAB_DATA`` or ``data.root``) and
-  about 30 minutes on 2 cores, the one demo above 10 minutes.
+  about 30 minutes on 2 cores.
+- ``cifar-transfer`` (``configs/cifar_transfer.yaml``): the ``transfer`` pipeline on CIFAR-10 (JPEG copy), seed 0 of
+  the CIFAR transfer claim study (four targets of other families, SGD / SAM / large-rho SAM surrogates, BIM at 4/255,
+  the study's claims); needs the images; about 2.5 hours on 2 cores (estimated, not yet timed).
 """
 from __future__ import annotations
 
@@ -35,9 +38,11 @@ DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N
          "transfer": ("transfer.yaml", "flat surrogates (SGD, SAM, large-rho SAM) x targets of other families: BIM transfer "
                                        "and sharpness"),
          "cifar": ("cifar.yaml", "catastrophic overfitting on CIFAR-10 (JPEG copy, needs the images) with injected "
-                                 "carriers: FGSM-AT vs N-FGSM (~30 min)")}
-PIPELINES = {"transfer"}   # demos made of several steps (sweeps, then a transfer study)
-NEEDS_FILES = {"cifar"}    # demos on data the package does not carry
+                                 "carriers: FGSM-AT vs N-FGSM (~30 min)"),
+         "cifar-transfer": ("cifar_transfer.yaml", "flat surrogates x targets on CIFAR-10 (JPEG copy, needs the images): "
+                                                   "seed 0 of the CIFAR transfer claim study (~2.5 h)")}
+PIPELINES = {"transfer", "cifar-transfer"}   # demos made of several steps (sweeps, then a transfer study)
+NEEDS_FILES = {"cifar", "cifar-transfer"}    # demos on data the package does not carry
 DEFAULT = "co"
 
 
@@ -56,6 +61,8 @@ def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print,
     """``seeds``: run seeds 0..seeds-1; ``kernel_paths``: run each on these CPU kernel paths (a study key,
     ``train.kernel_path``): the demo's claims are then counted over seeds x paths."""
     raw = raw or demo_study_raw(name)
+    if name in NEEDS_FILES:         # a missing data set is one line before any run, not a failed trial per run
+        _check_data(expand_study(raw["targets"] if name in PIPELINES else raw, source=f"demo-{name}"))
     if name in PIPELINES:
         if kernel_paths:
             raise ConfigError(f"--kernel-paths: the {name} demo is a pipeline of studies; set train.kernel_path in "
@@ -66,13 +73,15 @@ def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print,
     if kernel_paths:
         raw = {**raw, "grid": {"train.kernel_path": list(kernel_paths), **raw.get("grid", {})}}
     study = expand_study(raw, source="demo" if name == DEFAULT else f"demo-{name}")
-    if name in NEEDS_FILES:         # a missing data set is one line before any run, not a failed trial per run
-        from robustlab.config import config_from_dict
-        from robustlab.data import build_data
-        build_data(config_from_dict(study.trials[0].config).data, 0)
     out = out or ("runs/demo" if name == DEFAULT else f"runs/demo-{name}")
     summary = run_sweep(study, out, workers=workers, log=log)
     return Path(summary["report"]).parent
+
+
+def _check_data(study) -> None:
+    from robustlab.config import config_from_dict
+    from robustlab.data import build_data
+    build_data(config_from_dict(study.trials[0].config).data, 0)
 
 
 def run_transfer_demo(raw: dict, out: Path, seeds: int | None, workers: int | None, log) -> Path:
