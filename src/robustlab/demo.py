@@ -53,7 +53,9 @@ def demo_study_raw(name: str = DEFAULT) -> dict:
 
 
 def list_demos() -> str:
-    return "\n".join(f"{name:14s}{desc}" + (" (default)" if name == DEFAULT else "") for name, (_, desc) in DEMOS.items())
+    width = max(map(len, DEMOS)) + 2
+    return "\n".join(f"{name:{width}s}{desc}" + (" (default)" if name == DEFAULT else "")
+                     for name, (_, desc) in DEMOS.items())
 
 
 def run_demo(out: str | Path | None = None, seeds: int | None = None, log=print, raw: dict | None = None,
