@@ -218,6 +218,36 @@ def test_ray_backend(tmp_path):
         assert _comparable(a) == _comparable(b)
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
+def test_sigterm_to_a_ray_sweep_cancels_its_tasks(tmp_path):
+    """SIGTERM (or Ctrl-C) to a Ray sweep's driver cancels its running tasks politely before the local cluster goes:
+    each run is recorded as interrupted at its last checkpoint and resumes, as with the local executor (the tasks
+    used to be killed with the cluster, their runs left looking alive)."""
+    pytest.importorskip("ray")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1]}, workers=2, resources={"cpus": 1},
+                                              base={**TINY_BASE, "train": {"epochs": 10_000, "progress": "none"}})))
+    study_dir = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "sweep", str(path), "--out", str(study_dir),
+                             "--backend", "ray"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = [study_dir / "trials" / t / "metrics.jsonl" for t in ("000-seed-0", "001-seed-1")]
+    deadline = time.time() + 240
+    while time.time() < deadline and not all(m.exists() and read_jsonl(m) for m in metrics):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "stopping 2 trial(s)" in out and out.count(": interrupted (") == 2, out
+    for m in metrics:
+        res = json.loads((m.parent / "results.json").read_text())
+        assert res["status"] == "interrupted" and res["epochs_completed"] >= 1, res
+        with claim(study_dir / ".locks", m.parent.name) as mine:
+            assert mine     # the claim was released
+    lines = [len(read_jsonl(m)) for m in metrics]
+    time.sleep(3)
+    assert [len(read_jsonl(m)) for m in metrics] == lines     # nothing trains on
+
+
 def test_every_shipped_study_expands():
     configs = Path(__file__).parent.parent / "configs"
     transfer = configs / "transfer"

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -215,6 +216,7 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
     from robustlab.sweep.trial import run_trial
 
     started = not ray.is_initialized()
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if started:
         if address:
             check_ray_address(address)
@@ -226,14 +228,20 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
         else:
             ray.init(num_cpus=workers * int(max(1, study.resources["cpus"])), include_dashboard=False,
                      log_to_driver=False)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init installs a native SIGTERM handler that aborts the driver (SIGABRT), leaving the runs looking
+        # alive: keep the command line's (SIGTERM stops like Ctrl-C), so the tasks are cancelled politely below
+        signal.signal(signal.SIGTERM, on_sigterm)
+    pending: dict = {}
+    outcomes: list[dict] = []
     try:
         task = ray.remote(num_cpus=study.resources["cpus"], num_gpus=study.resources["gpus"], max_retries=0)(run_trial)
         threads = max(1, int(study.resources["cpus"]))
-        pending = {_ray_task(task, t).remote(str(study_dir.resolve()), t.name, t.config, threads, command): t for t in trials}
+        for t in trials:
+            pending[_ray_task(task, t).remote(str(study_dir.resolve()), t.name, t.config, threads, command)] = t
         tail = TrialLogTail(study_dir, log)   # where the study folder is shared with the driver
         for t in trials:
             tail.begin(t.name)
-        outcomes = []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=TAIL_EVERY_S)
             tail.poll([t.name for t in pending.values()])
@@ -248,6 +256,38 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
             outcomes.append(outcome)
             log(describe_outcome(outcome))
         return outcomes
+    except KeyboardInterrupt:
+        for trial, outcome in stop_ray_tasks(ray, pending, log):
+            outcomes.append(outcome)
+            log(describe_outcome(outcome))
+        raise
     finally:
         if started:
             ray.shutdown()
+
+
+def stop_ray_tasks(ray, pending: dict, log: Callable[[str], None], timeout: float = WORKER_STOP_S):
+    """Ctrl-C or SIGTERM of a Ray sweep: ``ray.cancel`` raises KeyboardInterrupt inside each running task (its run is
+    marked interrupted at its last checkpoint, as ``robustlab train`` does) and drops queued ones; tasks still
+    running after ``timeout`` seconds are force-cancelled (their trials still resume from the last checkpoint).
+    Yields (trial, outcome) for every pending task."""
+    if not pending:
+        return
+    log(f"  stopping {len(pending)} trial(s) (running or queued on Ray); rerun the same command to resume")
+    refs = list(pending)
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    try:
+        done, left = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    except KeyboardInterrupt:             # a second Ctrl-C while waiting: stop waiting politely
+        done, left = [], refs
+    for ref in left:
+        ray.cancel(ref, force=True)
+    for ref in refs:
+        trial = pending[ref]
+        try:
+            outcome = ray.get(ref, timeout=0) if ref in done else None
+        except Exception:                 # TaskCancelledError and the like: the run was stopped
+            outcome = None
+        yield trial, outcome or {"name": trial.name, "status": "interrupted", "seconds": 0.0,
+                                 "message": "stopped by Ctrl-C or SIGTERM; rerun the sweep to resume"}
