@@ -48,7 +48,8 @@ def run_key(row: dict) -> tuple:
 def merged(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` rows in their order, each replaced by the new row of the same run unless that one has not ended while
     the old one had; then the new runs not recorded before. An old row of a run that had not started (no kernel path
-    yet) is replaced by the new rows of its trial on any path."""
+    yet) is replaced by the new rows of its trial on any path; a new row of a run that has not started is dropped
+    where its trial was recorded before (a fresh machine's study folder lacks the runs of earlier sessions)."""
     fresh = {run_key(r): r for r in new}
     by_trial: dict[tuple, list[tuple]] = {}
     for r in new:
@@ -62,7 +63,9 @@ def merged(old: list[dict], new: list[dict]) -> list[dict]:
                 continue
         n = fresh.pop(run_key(r), None)
         out.append(r if n is None or (n.get("status") not in ENDED and r.get("status") in ENDED) else n)
-    return out + [r for r in new if run_key(r) in fresh]
+    recorded = {(r.get("study"), r.get("trial")) for r in old}
+    return out + [r for r in new if run_key(r) in fresh
+                  and (r.get("kernel_path") or (r.get("study"), r.get("trial")) not in recorded)]
 
 
 def record(name: str, study_dirs: list[str], claims_from: str | None = None, merge: bool = False) -> None:

@@ -183,6 +183,12 @@ def test_evidence_merge_keeps_runs_of_earlier_sessions():
     got = mod.merged(old, new)
     assert [(r["trial"], r["kernel_path"], r["status"]) for r in got] == \
         [("t0", "AVX2", "finished"), ("t1", "AVX2", "finished"), ("t2", None, "pending")]
+    # a fresh machine's folder lacks earlier sessions' runs: their pending rows do not duplicate the recorded ones
+    old = [row("t0", "AVX2", "finished", 0.1), row("t0", "DEFAULT", "finished", 0.2), row("t1", None, "pending", None)]
+    new = [row("t0", None, "pending", None), row("t1", "AVX2", "finished", 0.3), row("t2", None, "pending", None)]
+    got = mod.merged(old, new)
+    assert [(r["trial"], r["kernel_path"], r["status"]) for r in got] == \
+        [("t0", "AVX2", "finished"), ("t0", "DEFAULT", "finished"), ("t1", "AVX2", "finished"), ("t2", None, "pending")]
     # seeds and epochs read back as integers, so a recorded file is rewritten unchanged
     from robustlab.report.evidence import read_csv, write_csv
     text = write_csv([{"study": "s", "trial": "t", "seed": 3, "lost_epoch": 5, "test_pgd_acc": 0.0}])
