@@ -10,7 +10,7 @@ from robustlab.config import ConfigError, config_from_dict
 from robustlab.core.checkpoint import load_checkpoint
 from robustlab.core.io import read_json, read_jsonl
 from robustlab.engine import train
-from robustlab.sweep.executors import check_ray_address
+from robustlab.sweep.ray_executor import check_ray_address
 
 BASE = {"seed": 1, "data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
         "model": {"name": "wong_mnist"}, "method": {"name": "fgsm", "eps": 0.1},

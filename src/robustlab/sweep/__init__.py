@@ -66,7 +66,8 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     """``command``: the user's command line, recorded in every trial's env.json (default: this process's argv);
     ``select``: run only the trials ``KEY=VALUE`` selects (:func:`robustlab.sweep.study.select_trials`)."""
     import sys
-    from robustlab.sweep.executors import run_local, run_ray
+    from robustlab.sweep.executors import run_local
+    from robustlab.sweep.ray_executor import run_ray
 
     command = command or sys.argv
 
