@@ -166,30 +166,42 @@ def test_killed_worker_loses_nothing_and_rerun_completes(tmp_path):
         assert [r["epoch"] for r in a] == [1, 2, 3] and _comparable(a) == _comparable(b)
 
 
-def test_sigterm_to_the_sweep_alone_stops_its_workers(tmp_path):
-    """A scheduler or `kill PID` signals only the sweep process: its workers must stop too (they used to train on as
-    orphans, holding their trials' claims), each run recorded as interrupted at its last checkpoint."""
+def _sigterm_a_long_sweep(tmp_path, backend_args=(), resources=None, wait_s=120):
+    """Start a sweep of two endless trials, SIGTERM its process alone once both have an epoch; (returncode, output,
+    study folder, the trials' metrics files)."""
     path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1]}, workers=2,
+    extra = {"resources": resources} if resources else {}
+    path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1]}, workers=2, **extra,
                                               base={**TINY_BASE, "train": {"epochs": 10_000, "progress": "none"}})))
     study_dir = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "sweep", str(path), "--out", str(study_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "sweep", str(path), "--out", str(study_dir), *backend_args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = [study_dir / "trials" / t / "metrics.jsonl" for t in ("000-seed-0", "001-seed-1")]
-    deadline = time.time() + 120
+    deadline = time.time() + wait_s
     while time.time() < deadline and not all(m.exists() and read_jsonl(m) for m in metrics):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out, study_dir, metrics
+
+
+def _assert_interrupted_and_released(study_dir, metrics):
+    for m in metrics:
+        res = json.loads((m.parent / "results.json").read_text())
+        assert res["status"] == "interrupted" and res["epochs_completed"] >= 1, res
+        with claim(study_dir / ".locks", m.parent.name) as mine:
+            assert mine     # the claim was released
+
+
+def test_sigterm_to_the_sweep_alone_stops_its_workers(tmp_path):
+    """A scheduler or `kill PID` signals only the sweep process: its workers must stop too (they used to train on as
+    orphans, holding their trials' claims), each run recorded as interrupted at its last checkpoint."""
+    returncode, out, study_dir, metrics = _sigterm_a_long_sweep(tmp_path)
+    assert returncode == 130, out
     assert "stopping 2 running trial(s)" in out and out.count(": interrupted (") == 2, out
     left = subprocess.run(["pgrep", "-f", f"robustlab.sweep.worker {study_dir}"], capture_output=True, text=True).stdout
     assert left.strip() == "", f"orphan workers: {left}"
-    for m in metrics:
-        res = json.loads((m.parent / "results.json").read_text())
-        assert res["status"] == "interrupted" and res["epochs_completed"] >= 1
-        with claim(study_dir / ".locks", m.parent.name) as mine:
-            assert mine     # the claim was released
+    _assert_interrupted_and_released(study_dir, metrics)
 
 
 @pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
@@ -224,25 +236,10 @@ def test_sigterm_to_a_ray_sweep_cancels_its_tasks(tmp_path):
     each run is recorded as interrupted at its last checkpoint and resumes, as with the local executor (the tasks
     used to be killed with the cluster, their runs left looking alive)."""
     pytest.importorskip("ray")
-    path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(tiny_study(grid={"seed": [0, 1]}, workers=2, resources={"cpus": 1},
-                                              base={**TINY_BASE, "train": {"epochs": 10_000, "progress": "none"}})))
-    study_dir = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "sweep", str(path), "--out", str(study_dir),
-                             "--backend", "ray"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = [study_dir / "trials" / t / "metrics.jsonl" for t in ("000-seed-0", "001-seed-1")]
-    deadline = time.time() + 240
-    while time.time() < deadline and not all(m.exists() and read_jsonl(m) for m in metrics):
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
+    returncode, out, study_dir, metrics = _sigterm_a_long_sweep(tmp_path, ["--backend", "ray"], {"cpus": 1}, wait_s=240)
+    assert returncode == 130, out
     assert "stopping 2 trial(s)" in out and out.count(": interrupted (") == 2, out
-    for m in metrics:
-        res = json.loads((m.parent / "results.json").read_text())
-        assert res["status"] == "interrupted" and res["epochs_completed"] >= 1, res
-        with claim(study_dir / ".locks", m.parent.name) as mine:
-            assert mine     # the claim was released
+    _assert_interrupted_and_released(study_dir, metrics)
     lines = [len(read_jsonl(m)) for m in metrics]
     time.sleep(3)
     assert [len(read_jsonl(m)) for m in metrics] == lines     # nothing trains on

@@ -22,6 +22,14 @@ from robustlab.sweep.study import Trial
 from robustlab.sweep.worker import INTERRUPTED
 
 
+STOPPED = "stopped by Ctrl-C or SIGTERM"
+
+
+def interrupted_outcome(name: str, why: str, seconds: float = 0.0) -> dict:
+    """The outcome of a trial that did not end (stopped, or its worker died): the next sweep resumes it."""
+    return {"name": name, "status": "interrupted", "seconds": seconds, "message": f"{why}; rerun the sweep to resume"}
+
+
 def describe_outcome(o: dict) -> str:
     if o.get("skipped"):
         return f"  {o['name']}: {o['status']} already"
@@ -101,10 +109,9 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
         else:
             why = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
             last = [ln for ln in err.strip().splitlines() if ln.strip()]
-            message = ("stopped by Ctrl-C or SIGTERM" if proc.returncode == INTERRUPTED else
+            message = (STOPPED if proc.returncode == INTERRUPTED else
                        f"worker process ended with {why}" + (f": {last[-1]}" if last else ""))
-            outcome = {"name": trial.name, "status": "interrupted", "seconds": time.perf_counter() - t0,
-                       "message": message + "; rerun the sweep to resume"}
+            outcome = interrupted_outcome(trial.name, message, time.perf_counter() - t0)
         outcomes.append(outcome)
         log(describe_outcome(outcome))
 

@@ -13,7 +13,8 @@ from typing import Callable
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.kernel_paths import KERNEL_PATHS
-from robustlab.sweep.executors import TAIL_EVERY_S, WORKER_STOP_S, TrialLogTail, describe_outcome, trial_kernel_path
+from robustlab.sweep.executors import (STOPPED, TAIL_EVERY_S, WORKER_STOP_S, TrialLogTail, describe_outcome,
+                                      interrupted_outcome, trial_kernel_path)
 from robustlab.sweep.study import Study, Trial
 
 
@@ -99,13 +100,12 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
             try:
                 outcome = ray.get(done[0])
             except Exception as exc:  # a worker died: the trial resumes on the next sweep
-                outcome = {"name": trial.name, "status": "interrupted", "seconds": 0.0,
-                           "message": f"{type(exc).__name__}; rerun the sweep to resume"}
+                outcome = interrupted_outcome(trial.name, type(exc).__name__)
             outcomes.append(outcome)
             log(describe_outcome(outcome))
         return outcomes
     except KeyboardInterrupt:
-        for trial, outcome in stop_ray_tasks(ray, pending, log):
+        for outcome in stop_ray_tasks(ray, pending, log):
             outcomes.append(outcome)
             log(describe_outcome(outcome))
         raise
@@ -118,7 +118,7 @@ def stop_ray_tasks(ray, pending: dict, log: Callable[[str], None], timeout: floa
     """Ctrl-C or SIGTERM of a Ray sweep: ``ray.cancel`` raises KeyboardInterrupt inside each running task (its run is
     marked interrupted at its last checkpoint, as ``robustlab train`` does) and drops queued ones; tasks still
     running after ``timeout`` seconds are force-cancelled (their trials still resume from the last checkpoint).
-    Yields (trial, outcome) for every pending task."""
+    Yields the outcome of every pending task."""
     if not pending:
         return
     log(f"  stopping {len(pending)} trial(s) (running or queued on Ray); rerun the same command to resume")
@@ -137,5 +137,4 @@ def stop_ray_tasks(ray, pending: dict, log: Callable[[str], None], timeout: floa
             outcome = ray.get(ref, timeout=0) if ref in done else None
         except Exception:                 # TaskCancelledError and the like: the run was stopped
             outcome = None
-        yield trial, outcome or {"name": trial.name, "status": "interrupted", "seconds": 0.0,
-                                 "message": "stopped by Ctrl-C or SIGTERM; rerun the sweep to resume"}
+        yield outcome or interrupted_outcome(trial.name, STOPPED)
