@@ -42,6 +42,7 @@ def test_safetensors_round_trip_equal_outputs(run, tmp_path):
     assert torch.equal(load_exported(tmp_path / "m.safetensors").model(x), expected)
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (standard AutoAttack's Square: ~1 min on 2 cores)
 def test_robustbench_export_from_an_autoattack_evaluation(run, tmp_path):
     pytest.importorskip("pyautoattack")
     refused = cli("export", run, "--format", "robustbench")

@@ -165,7 +165,8 @@ def test_eval_cli_writes_json(tmp_path, tiny_cfg):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
 
 
-@pytest.mark.parametrize("norm,eps", [("linf", "25/255"), ("l2", "0.4")])
+@pytest.mark.parametrize("norm,eps", [("linf", "25/255"),
+                                       pytest.param("l2", "0.4", marks=pytest.mark.slow)])  # CI runs it (.ci/run); ~1 min of Square
 def test_eval_cli_autoattack_end_to_end(tmp_path, tiny_cfg, norm, eps):
     """`robustlab eval RUN --attack autoattack` on a trained run: the four standard components in order, each on
     the survivors of the last, RobustBench's vocabulary, and never weaker than PGD on the same points."""
