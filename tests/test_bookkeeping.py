@@ -52,6 +52,14 @@ def test_extension_refused_where_the_schedule_depends_on_the_length(tmp_path):
     with pytest.raises(ConfigError, match="can only be extended"):
         train(cfg(**{"optim.schedule": "cyclic", "train.epochs": 1}), tmp_path / "r", log=quiet)
     assert (tmp_path / "r" / "results.json").read_text() == before
+    # measured every 2 epochs and at the last: the 2-epoch run measured epoch 2 as its last, a longer run would not
+    # (in general), so the run cannot be extended; likewise a diagnostic with every > 1
+    for key, blocker in (("monitor.every", r"monitor \(MonitorConfig\)"),
+                         ("monitor.diagnostics", r"monitor.diagnostics\[0\] \(linearity\)")):
+        value = 3 if key == "monitor.every" else [{"name": "linearity", "every": 3, "points": 8}]
+        train(cfg(**{key: value}), tmp_path / key, log=quiet)
+        with pytest.raises(ConfigError, match=f"train.epochs: cannot extend .* {blocker} depends on the total"):
+            train(cfg(**{key: value, "train.epochs": 3}), tmp_path / key, log=quiet)
 
 
 def test_init_from_loads_weights_and_names_bad_files(tmp_path):

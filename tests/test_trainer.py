@@ -44,6 +44,39 @@ def test_run_folder_contents(tmp_path, tiny_cfg):
     assert yaml.safe_load((run / "config.yaml").read_text())["method"]["eps"] == pytest.approx(0.1)
 
 
+def test_monitor_every_k_epochs_measures_a_subset_and_trains_the_same(tmp_path, tiny_cfg):
+    """``monitor.every: 2`` over 5 epochs measures after epochs 2, 4 and 5 only; the evaluation draws from its own
+    generator, so training is the same run as with every epoch measured, the measured rows carry the same figures,
+    and best.pt is the best of the measured epochs."""
+    tiny_cfg["train"]["epochs"] = 5
+    full = train(config_from_dict(tiny_cfg), tmp_path / "full", log=lambda s: None)
+    tiny_cfg["monitor"]["every"] = 2
+    sparse = train(config_from_dict(tiny_cfg), tmp_path / "sparse", log=lambda s: None)
+    rows_full, rows = read_jsonl(tmp_path / "full" / "metrics.jsonl"), read_jsonl(tmp_path / "sparse" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows if "test_pgd_acc" in r] == [2, 4, 5]
+    assert not any(k.startswith(("val_", "test_")) for r in rows if r["epoch"] in (1, 3) for k in r)
+    for a, b in zip(rows_full, rows):
+        assert a["train_loss"] == b["train_loss"] and a["lr"] == b["lr"]
+        if "test_pgd_acc" in b:
+            assert {k: a[k] for k in b if k.startswith(("val_", "test_"))} == {k: b[k] for k in b if k.startswith(("val_", "test_"))}
+    measured = [r for r in rows_full if r["epoch"] in (2, 4, 5)]
+    best = max(measured, key=lambda r: (r["val_pgd_acc"], -r["epoch"]))["epoch"]
+    assert sparse["best_epoch"] == best == load_torch(tmp_path / "sparse" / "checkpoints" / "best.pt")["epoch"]
+    assert ({k: sparse["final_eval"]["last"][k] for k in ("clean_acc", "robust_acc")}
+            == {k: full["final_eval"]["last"][k] for k in ("clean_acc", "robust_acc")})
+    ro = sparse["robust_overfitting"]
+    assert ro["best_epoch"] in (2, 4, 5) and ro["last"] == rows[-1]["test_pgd_acc"]
+    assert (tmp_path / "sparse" / "report" / "curves.png").stat().st_size > 5000
+    tiny_cfg["method"]["eps"], tiny_cfg["train"]["epochs"], tiny_cfg["final_eval"]["points"] = 1.0, 3, 0
+    tiny_cfg["monitor"]["attack_steps"] = 20
+    fooled = train(config_from_dict(tiny_cfg), tmp_path / "fooled", log=lambda s: None)   # PGD accuracy 0 throughout
+    assert [r.get("val_pgd_acc") for r in read_jsonl(tmp_path / "fooled" / "metrics.jsonl")] == [None, 0.0, 0.0]
+    assert fooled["best_epoch"] == 2      # the first measured epoch, not the unmeasured epoch 1
+    tiny_cfg["monitor"]["every"] = 0
+    with pytest.raises(ConfigError, match="monitor.every"):
+        config_from_dict(tiny_cfg)
+
+
 @pytest.mark.parametrize("regs", [[], [{"name": "elle_a", "weight": 50.0}]])
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_cfg, monkeypatch, regs):
     tiny_cfg["train"]["epochs"] = 4

@@ -83,6 +83,9 @@ class MonitorConfig:
     attack_restarts: int = spec(1, lo=1)
     attack_alpha: typing.Optional[float] = spec(None, lo=0.0, doc="default eps/4")
     fgsm: bool = spec(True, doc="also report FGSM accuracy (shows catastrophic overfitting)")
+    every: int = spec(1, lo=1, doc="measure after every k-th epoch and the last (as a diagnostic's every): the "
+                                   "accuracies, split-BN branches and SWA; best.pt and the live CO rule see only "
+                                   "the measured epochs")
     train_points: int = spec(0, lo=0, doc="training points (with their training labels, noisy or random) evaluated "
                                            "each epoch: trainset_clean_acc, trainset_pgd_acc (memorisation)")
     grad_norm: bool = spec(True, doc="log the squared global gradient norm sum_p ||dL/dp||^2 of every step: epoch "
@@ -95,6 +98,10 @@ class MonitorConfig:
 
     def resolve(self, parent, key: str) -> None:
         self.attack_alpha = default_step(parent.method.eps) if self.attack_alpha is None else self.attack_alpha
+
+    def uses_total_epochs(self) -> bool:
+        """With ``every`` > 1 the last epoch is measured because it is the last: a longer run would skip it."""
+        return self.every > 1
 
 
 @dataclass

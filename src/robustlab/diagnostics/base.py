@@ -21,6 +21,10 @@ class DiagnosticConfig:
     name: str = spec("linearity")
     every: int = spec(1, lo=1, doc="measure every k epochs (and at the last epoch)")
 
+    def uses_total_epochs(self) -> bool:
+        """With ``every`` > 1 the last epoch is measured because it is the last: a longer run would skip it."""
+        return self.every > 1
+
 
 DIAGNOSTICS: Registry[type["Diagnostic"]] = Registry("diagnostic", DiagnosticConfig)
 

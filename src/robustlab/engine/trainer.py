@@ -46,8 +46,8 @@ from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_devi
 from robustlab.data import DeviceLoader, build_data, to_float
 from robustlab.diagnostics import robust_overfitting
 from robustlab.engine import run_folder
-from robustlab.engine.hooks import (Diverged, EpochMonitor, FinalEvaluation, build_hooks, score, score_key,
-                                    squared_grad_norm)
+from robustlab.engine.hooks import (Diverged, EpochMonitor, FinalEvaluation, build_hooks, measured_epoch, score,
+                                    score_key, squared_grad_norm)
 from robustlab.engine.progress import format_row, progress_mode, wrap
 from robustlab.engine.tally import EpochTally
 from robustlab.methods import build_method
@@ -219,7 +219,7 @@ class Trainer:
         persist (hooks' files), record (last.pt, metrics.jsonl), publish, stop. Returns a stop message or None."""
         mode, state = progress_mode(self.cfg.train.progress), self.state
         row, state.step = self._train_epoch(epoch, state.step, mode)
-        if mode == "bar" and self.dist.is_main:   # the bar has ended; say what the pause is
+        if mode == "bar" and self.dist.is_main and measured_epoch(self.cfg, epoch):   # the bar has ended: the pause
             self.log(EpochMonitor.line(self, epoch))
         self._call("measure", epoch, row)
         self.method.on_epoch_end(EpochContext(epoch, state.step, self.model, row))
@@ -227,7 +227,7 @@ class Trainer:
         key = score_key(row)
         self._call("decide", epoch, row, state.history, key)
         self._call("persist", epoch, row)
-        if (epoch_score := score(row, key)) > state.best["score"]:
+        if measured_epoch(self.cfg, epoch) and (epoch_score := score(row, key)) > state.best["score"]:
             state.best = {"epoch": epoch + 1, "score": epoch_score}
             self.write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
                        config=self.cfg.to_dict(), metrics=row)

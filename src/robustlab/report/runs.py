@@ -118,9 +118,9 @@ def _run_curves(run: RunView, path: Path) -> None:
     epochs = [m["epoch"] for m in run.metrics]
     acc = axes[0]
     for key, label in CURVES + [("trainset_pgd_acc", "PGD on training points"), ("train_acc", "train (method inputs)")]:
-        vals = [m.get(key) for m in run.metrics]
-        if any(v is not None for v in vals):
-            acc.plot(epochs, [math.nan if v is None else 100 * v for v in vals], marker="o", ms=3, label=label)
+        points = [(e, 100 * m[key]) for e, m in zip(epochs, run.metrics) if m.get(key) is not None]
+        if points:      # the measured epochs only (monitor.every), joined
+            acc.plot(*zip(*points), marker="o", ms=3, label=label)
     ro = robust_overfitting(run.metrics, "test_pgd_acc")
     if ro:
         acc.plot([ro["best_epoch"]], [100 * ro["best"]], marker="*", ms=11, color="k", ls="none",
@@ -180,7 +180,8 @@ def _plot_groups(ax, runs: dict[str, list[RunView]], key: str, scale: float = 1.
         xs, mean, lo, hi = [], [], [], []
         for e in range(n_ep):
             m, a, b = _mean_spread([r.metrics[e].get(key) for r in group if len(r.metrics) > e])
-            xs.append(e + 1), mean.append(scale * m), lo.append(scale * a), hi.append(scale * b)
+            if not math.isnan(m):       # epochs no run measured (monitor.every) are left out, not drawn as gaps
+                xs.append(e + 1), mean.append(scale * m), lo.append(scale * a), hi.append(scale * b)
         line, = ax.plot(xs, mean, marker="o", ms=3, label=f"{name} (n={len(group)})")
         ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
 

@@ -11,7 +11,7 @@ from robustlab.engine.hooks.diagnostics import EpochDiagnostics
 from robustlab.engine.hooks.final_eval import FinalEvaluation
 from robustlab.engine.hooks.grad_norm import GradNormLog, squared_grad_norm
 from robustlab.engine.hooks.kept_epochs import KeptEpochs
-from robustlab.engine.hooks.monitor import EpochMonitor, score, score_key
+from robustlab.engine.hooks.monitor import EpochMonitor, measured_epoch, score, score_key
 from robustlab.engine.hooks.swa import WeightAveraging
 from robustlab.engine.hooks.trackers import Trackers
 

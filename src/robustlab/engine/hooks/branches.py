@@ -4,7 +4,7 @@ kind deploys one branch; the others are measured beside it on the monitor's test
 from __future__ import annotations
 
 from robustlab.engine.hooks.base import RunHook
-from robustlab.engine.hooks.monitor import accuracy_columns, monitor_protocols
+from robustlab.engine.hooks.monitor import accuracy_columns, measured_epoch, monitor_protocols
 from robustlab.models.split_bn import bn_branch, split_layers
 
 
@@ -20,7 +20,7 @@ class BranchMonitor(RunHook):
         return cls() if auxiliary_branches(run.model) else None
 
     def measure(self, run, epoch: int, row: dict) -> None:
-        if "test" not in run.eval_sets or not len(run.data.test):
+        if "test" not in run.eval_sets or not len(run.data.test) or not measured_epoch(run.cfg, epoch):
             return
         x, y = run.eval_sets["test"]
         protocols = monitor_protocols(run.cfg)

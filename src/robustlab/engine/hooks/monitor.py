@@ -4,7 +4,9 @@ training split with its training labels, ``monitor.train_points``), with the mon
 
 Columns ``{split}_clean_acc`` and ``{split}_{attack}_acc``. The score that picks ``best.pt`` and feeds the CO rule is
 the first of ``val_pgd_acc``, ``test_pgd_acc``, ``val_clean_acc`` in the row (:func:`score_key`). Non-finite outputs
-on the monitor points stop the run as diverged before that epoch's checkpoint or row is written.
+on the monitor points stop the run as diverged before that epoch's checkpoint or row is written. With
+``monitor.every`` = k the accuracies are measured after every k-th epoch and the last (:func:`measured_epoch`); the
+other rows lack them, and only measured epochs compete for ``best.pt``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ SCORE_KEYS = ("val_pgd_acc", "test_pgd_acc", "val_clean_acc")
 def score_key(row: dict) -> str | None:
     """The column of the row that ranks epochs (best checkpoint) and that the CO rule watches."""
     return next((k for k in SCORE_KEYS if k in row), None)
+
+
+def measured_epoch(cfg, epoch: int) -> bool:
+    """Whether the accuracies are measured after 0-based ``epoch``: every ``monitor.every``-th epoch and the last."""
+    return (epoch + 1) % cfg.monitor.every == 0 or epoch + 1 == cfg.train.epochs
 
 
 def score(row: dict, key: str | None) -> float:
@@ -49,6 +56,8 @@ def accuracy_columns(res: dict, protocols: list[Protocol], prefix: str) -> dict:
 
 class EpochMonitor(RunHook):
     def measure(self, run, epoch: int, row: dict) -> None:
+        if not measured_epoch(run.cfg, epoch):
+            return
         t0 = time.perf_counter()
         protocols = monitor_protocols(run.cfg)
         for split, (x, y) in run.eval_sets.items():

@@ -10,7 +10,7 @@ import time
 
 from robustlab.core import checkpoint as ckpt_io
 from robustlab.engine.hooks.base import RunHook
-from robustlab.engine.hooks.monitor import accuracy_columns, monitor_protocols, split_size
+from robustlab.engine.hooks.monitor import accuracy_columns, measured_epoch, monitor_protocols, split_size
 from robustlab.optim.swa import build_averager
 
 
@@ -34,7 +34,7 @@ class WeightAveraging(RunHook):
         self.averager.after_step(run.model, epoch, step)
 
     def measure(self, run, epoch: int, row: dict) -> None:
-        if not self.started:
+        if not self.started or not measured_epoch(run.cfg, epoch):
             return
         t0 = time.perf_counter()
         self.averager.recalibrate(run.data.train.x, run.data.train.y, run.cfg.data.batch_size, run.autocast, run.device)
