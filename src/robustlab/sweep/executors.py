@@ -139,6 +139,7 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
                 collect(proc)
     except KeyboardInterrupt:
         stop_workers(list(running), log)
+        mark_stopped(study_dir, [t.name for t, _, _ in running.values()])
         for proc in list(running):
             collect(proc)
         raise
@@ -146,6 +147,16 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
 
 
 WORKER_STOP_S = 60.0   # how long an interrupted worker may take to record its trial before it is killed
+
+
+def mark_stopped(study_dir: Path, names: list[str]) -> None:
+    """After a stop, once the trials' workers are gone: a run whose worker was killed before it could record its end
+    (the stop's timeout passed on a loaded machine) still says ``running``; it is marked interrupted, as the worker
+    would have. Runs that recorded their own end are left as they are."""
+    from robustlab.core.layout import trial_dir
+    from robustlab.engine.run_folder import mark_interrupted
+    for name in names:
+        mark_interrupted(trial_dir(study_dir, name))
 
 
 def stop_workers(procs: list[subprocess.Popen], log: Callable[[str], None], timeout: float = WORKER_STOP_S) -> None:

@@ -14,7 +14,7 @@ from typing import Callable
 from robustlab.core.errors import ConfigError
 from robustlab.core.kernel_paths import KERNEL_PATHS
 from robustlab.sweep.executors import (STOPPED, TAIL_EVERY_S, WORKER_STOP_S, TrialLogTail, describe_outcome,
-                                      interrupted_outcome, trial_kernel_path)
+                                      interrupted_outcome, mark_stopped, trial_kernel_path)
 from robustlab.sweep.study import Study, Trial
 
 
@@ -30,6 +30,7 @@ def _ray_task(task, trial: Trial):
 
 
 RAY_CONNECT_TIMEOUT_S = 10.0
+FORCED_STOP_S = 10.0      # how long force-cancelled tasks may take to die before their runs are marked
 
 
 def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
@@ -105,7 +106,7 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
             log(describe_outcome(outcome))
         return outcomes
     except KeyboardInterrupt:
-        for outcome in stop_ray_tasks(ray, pending, log):
+        for outcome in stop_ray_tasks(ray, pending, log, study_dir):
             outcomes.append(outcome)
             log(describe_outcome(outcome))
         raise
@@ -114,10 +115,12 @@ def run_ray(study_dir: Path, study: Study, trials: list[Trial], address: str | N
             ray.shutdown()
 
 
-def stop_ray_tasks(ray, pending: dict, log: Callable[[str], None], timeout: float = WORKER_STOP_S):
+def stop_ray_tasks(ray, pending: dict, log: Callable[[str], None], study_dir: Path,
+                   timeout: float = WORKER_STOP_S):
     """Ctrl-C or SIGTERM of a Ray sweep: ``ray.cancel`` raises KeyboardInterrupt inside each running task (its run is
     marked interrupted at its last checkpoint, as ``robustlab train`` does) and drops queued ones; tasks still
-    running after ``timeout`` seconds are force-cancelled (their trials still resume from the last checkpoint).
+    running after ``timeout`` seconds are force-cancelled (their trials still resume from the last checkpoint, and
+    the driver marks their runs interrupted: :func:`~robustlab.sweep.executors.mark_stopped`).
     Yields the outcome of every pending task."""
     if not pending:
         return
@@ -131,6 +134,9 @@ def stop_ray_tasks(ray, pending: dict, log: Callable[[str], None], timeout: floa
         done, left = [], refs
     for ref in left:
         ray.cancel(ref, force=True)
+    if left:                              # let the killed workers go before their runs are marked
+        ray.wait(left, num_returns=len(left), timeout=FORCED_STOP_S)
+    mark_stopped(study_dir, [t.name for t in pending.values()])
     for ref in refs:
         trial = pending[ref]
         try:
