@@ -16,6 +16,12 @@ from robustlab.core.registry import Registry
 from robustlab.core.schema import spec
 
 
+def due_epoch(epoch: int, every: int, epochs: int) -> bool:
+    """Whether a measurement taken every ``every`` epochs and at the last is due after 0-based ``epoch`` of a run of
+    ``epochs`` (diagnostics' ``every``, and the monitor's ``monitor.every``)."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
+
 @dataclass
 class DiagnosticConfig:
     name: str = spec("linearity")
@@ -38,7 +44,7 @@ class Diagnostic:
 
     def due(self, epoch: int) -> bool:
         """Whether to measure after 0-based ``epoch``."""
-        return (epoch + 1) % self.cfg.every == 0 or epoch + 1 == self.bctx.epochs
+        return due_epoch(epoch, self.cfg.every, self.bctx.epochs)
 
     def measure(self, model: nn.Module, epoch: int) -> dict[str, float]:
         raise NotImplementedError

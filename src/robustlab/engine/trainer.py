@@ -219,7 +219,8 @@ class Trainer:
         persist (hooks' files), record (last.pt, metrics.jsonl), publish, stop. Returns a stop message or None."""
         mode, state = progress_mode(self.cfg.train.progress), self.state
         row, state.step = self._train_epoch(epoch, state.step, mode)
-        if mode == "bar" and self.dist.is_main and measured_epoch(self.cfg, epoch):   # the bar has ended: the pause
+        measured = measured_epoch(self.cfg, epoch)
+        if mode == "bar" and self.dist.is_main and measured:   # the bar has ended; say what the pause is
             self.log(EpochMonitor.line(self, epoch))
         self._call("measure", epoch, row)
         self.method.on_epoch_end(EpochContext(epoch, state.step, self.model, row))
@@ -227,7 +228,7 @@ class Trainer:
         key = score_key(row)
         self._call("decide", epoch, row, state.history, key)
         self._call("persist", epoch, row)
-        if measured_epoch(self.cfg, epoch) and (epoch_score := score(row, key)) > state.best["score"]:
+        if measured and (epoch_score := score(row, key)) > state.best["score"]:
             state.best = {"epoch": epoch + 1, "score": epoch_score}
             self.write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
                        config=self.cfg.to_dict(), metrics=row)

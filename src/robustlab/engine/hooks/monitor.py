@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 
+from robustlab.diagnostics.base import due_epoch
 from robustlab.engine.hooks.base import Diverged, RunHook
 from robustlab.protocols import Protocol, fgsm_protocol, pgd_protocol
 
@@ -26,7 +27,7 @@ def score_key(row: dict) -> str | None:
 
 def measured_epoch(cfg, epoch: int) -> bool:
     """Whether the accuracies are measured after 0-based ``epoch``: every ``monitor.every``-th epoch and the last."""
-    return (epoch + 1) % cfg.monitor.every == 0 or epoch + 1 == cfg.train.epochs
+    return due_epoch(epoch, cfg.monitor.every, cfg.train.epochs)
 
 
 def score(row: dict, key: str | None) -> float:
