@@ -351,3 +351,65 @@ def test_a_study_folder_from_an_earlier_version_resumes(tmp_path):
     assert again["finished"] == 2 and len(again["outcomes"]) == 1   # seed 1 ran; seed 0 was kept
     with pytest.raises(ConfigError, match="holds a different study"):
         run_sweep(expand_study(tiny_study(grid={"seed": [0, 1]}, overrides={"optim.lr": 0.05})), out, log=lambda s: None)
+
+
+def test_deadline_parses_durations_clock_times_and_dates():
+    import datetime as dt
+    from robustlab.sweep.deadline import parse_deadline
+    now = dt.datetime(2026, 12, 7, 10, 0).timestamp()
+    assert parse_deadline("90m", now) == now + 5400 and parse_deadline("1h30m", now) == now + 5400
+    assert parse_deadline("2h", now) == now + 7200 and parse_deadline("45s", now) == now + 45
+    assert parse_deadline("12:30", now) == dt.datetime(2026, 12, 7, 12, 30).timestamp()
+    assert parse_deadline("09:15", now) == dt.datetime(2026, 12, 8, 9, 15).timestamp()     # its next occurrence
+    assert parse_deadline("2026-12-07T17:30", now) == dt.datetime(2026, 12, 7, 17, 30).timestamp()
+    for bad, needle in [("soon", "expected a duration"), ("", "expected a duration"), ("25:00", "hours 0-23"),
+                        ("2026-12-06T17:30", "which has passed"), ("1d", "expected a duration")]:
+        with pytest.raises(ConfigError, match=needle) as info:
+            parse_deadline(bad, now)
+        assert str(info.value).startswith("--deadline: got")
+
+
+def _finished(run_dir: Path, train_seconds: float, epoch_seconds: list[float], status="finished") -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"status": status, "epochs_completed": len(epoch_seconds),
+                                                      "train_seconds": train_seconds}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "seconds": s, "eval_seconds": 10.0}) + "\n"
+                                                   for i, s in enumerate(epoch_seconds)))
+
+
+def test_deadline_estimates_a_trial_from_the_slowest_finished_trial_like_it(tmp_path):
+    """Like = the same overrides but seed and kernel path; an interrupted trial needs its epochs left only; a resumed
+    run's time is its epochs' sum when that exceeds its last attempt's train_seconds; nothing alike: it starts."""
+    from robustlab.sweep.deadline import StartDeadline
+    study = expand_study(tiny_study(grid={"seed": [0, 1, 2]}, list=[
+        {"label": "A", "train.kernel_path": "default"}, {"label": "A", "train.kernel_path": "avx2"},
+        {"label": "B", "method.name": "pgd", "method.steps": 2}], overrides={"train.epochs": 4}))
+    by = {(t.overrides["label"], t.config["seed"], t.overrides.get("train.kernel_path")): t for t in study.trials}
+    tdir = tmp_path / "trials"
+    _finished(tdir / by["A", 0, "default"].name, 1000.0, [240.0] * 4)        # 1000 s
+    _finished(tdir / by["A", 0, "avx2"].name, 500.0, [340.0] * 4)           # resumed: its epochs' 4 x 350 s = 1400 s
+    _finished(tdir / by["A", 1, "default"].name, 900.0, [100.0, 100.0], status="interrupted")   # 2 of 4 epochs left
+    clock = [0.0]
+    gate = StartDeadline(tmp_path, study.trials, deadline=1200.0, clock=lambda: clock[0])
+    assert gate.estimate(by["A", 2, "avx2"]) == pytest.approx(1400.0)
+    assert gate.estimate(by["A", 1, "default"]) == pytest.approx(700.0)
+    assert gate.estimate(by["B", 0, None]) is None and gate.hold(by["B", 0, None]) is None
+    assert gate.hold(by["A", 1, "default"]) is None
+    reason = gate.hold(by["A", 2, "avx2"])
+    assert reason == "not started: needs ~23 min (the slowest finished trial like it), 20 min left before the deadline"
+    clock[0] = 600.0                                                         # 600 s left: the interrupted one is held too
+    assert gate.hold(by["A", 1, "default"]) is not None
+
+
+def test_a_sweep_with_a_deadline_starts_no_trial_it_cannot_finish_and_a_rerun_runs_it(tmp_path):
+    raw = tiny_study(grid={"seed": [0, 1]}, workers=1)
+    out, logs = tmp_path / "s", []
+    with pytest.raises(ConfigError, match="--deadline: works with --backend local only"):
+        run_sweep(expand_study(raw), out, backend="ray", deadline="1h", log=logs.append)
+    # seed 0 has nothing like it finished: it starts; it takes > 1 s, so seed 1 (estimated from it) cannot end by then
+    summary = run_sweep(expand_study(raw), out, deadline="1s", log=logs.append)
+    assert (summary["finished"], summary["not_started"], summary["other"]) == (1, 1, 1)
+    assert any(": not started: needs ~" in line for line in logs) and "held back by --deadline" in logs[-1]
+    assert not (out / "trials" / "001-seed-1").exists()
+    again = run_sweep(expand_study(raw), out, deadline="1h", log=lambda s: None)
+    assert (again["finished"], again["not_started"]) == (2, 0)

@@ -112,7 +112,8 @@ def _cmd_report(args) -> int:
 def _cmd_sweep(args) -> int:
     from robustlab.sweep import run_sweep
 
-    summary = run_sweep(args.study, args.out, args.workers, args.backend, args.address, select=args.select)
+    summary = run_sweep(args.study, args.out, args.workers, args.backend, args.address, select=args.select,
+                        deadline=args.deadline)
     return 0 if summary["selected_finished"] == summary["selected"] else 1
 
 
@@ -266,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the trials with this label or config value (repeatable: values of one key are "
                         "alternatives, keys combine), e.g. --select seed=0 --select train.kernel_path=avx2; the "
                         "folder, table and report hold the whole study")
+    s.add_argument("--deadline", default=None, metavar="WHEN",
+                   help="start no trial that cannot end before WHEN (90m, 2h30m, 17:30, 2026-12-07T17:30; local "
+                        "backend): each trial's time is the slowest finished trial like it (another seed or kernel "
+                        "path), scaled by the epochs it has left; running trials are not stopped, held ones stay "
+                        "pending for the next sweep")
     s.set_defaults(func=_cmd_sweep)
 
     x = sub.add_parser("export", help="a run's model for use elsewhere: safetensors + JSON, or RobustBench's model-info JSON",

@@ -14,6 +14,7 @@ from typing import Callable
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.outputs import check_out_folder
+from robustlab.sweep.deadline import StartDeadline, describe_deadline, parse_deadline
 from robustlab.sweep.study import Study, Trial, expand_study, load_study, select_trials
 from robustlab.report.table import study_rows, write_study_table
 from robustlab.core.layout import DONE, trial_dir, trial_status
@@ -62,9 +63,10 @@ def prepare_study_dir(study: Study, out: Path) -> None:
 
 def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers: int | None = None,
               backend: str = "local", address: str | None = None, log: Callable[[str], None] = print,
-              command: list[str] | None = None, select: list[str] | None = None) -> dict:
+              command: list[str] | None = None, select: list[str] | None = None, deadline: str | None = None) -> dict:
     """``command``: the user's command line, recorded in every trial's env.json (default: this process's argv);
-    ``select``: run only the trials ``KEY=VALUE`` selects (:func:`robustlab.sweep.study.select_trials`)."""
+    ``select``: run only the trials ``KEY=VALUE`` selects (:func:`robustlab.sweep.study.select_trials`);
+    ``deadline``: start no trial that cannot end before it (local backend; :mod:`robustlab.sweep.deadline`)."""
     import sys
     from robustlab.sweep.executors import run_local
     from robustlab.sweep.ray_executor import run_ray
@@ -81,6 +83,10 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
         raise ConfigError(f"--workers: got {workers}; must be >= 1")
     if address is not None and backend != "ray":
         raise ConfigError(f"--address: goes with --backend ray (got --backend {backend})")
+    if deadline is not None and backend != "local":
+        raise ConfigError(f"--deadline: works with --backend local only (got --backend {backend}: Ray queues every "
+                          "trial at once)")
+    end = parse_deadline(deadline) if deadline is not None else None
     check_out_folder(out, "--out", "study", "study.json")
     chosen = select_trials(study, select) if select else study.trials
     prepare_study_dir(study, out)
@@ -90,11 +96,13 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     todo = sorted((t for t in chosen if trial_status(out, t.name) not in DONE), key=lambda t: -trial_cost(t.config))
     log(f"robustlab sweep {study.name}: {len(study.trials)} trials" + (f", {len(chosen)} selected" if select else "")
         + f", {len(chosen) - len(todo)} done (finished or diverged), "
-        f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}")
+        f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}"
+        + (f"; no trial starts that cannot end by {describe_deadline(end)}" if end is not None else ""))
     t0 = time.perf_counter()
     if todo:
         if backend == "local":
-            outcomes = run_local(out, todo, workers, log, command)
+            hold = StartDeadline(out, study.trials, end).hold if end is not None else None
+            outcomes = run_local(out, todo, workers, log, command, hold)
         else:
             outcomes = run_ray(out, study, todo, address, workers, log, command)
     else:
@@ -108,9 +116,10 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
                "failed": statuses.count("failed"),
                "other": sum(s not in (*DONE, "failed") for s in statuses),
                "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes,
-               "selected": len(chosen), "selected_finished": [trial_status(out, t.name) for t in chosen].count("finished")}
+               "not_started": sum(o["status"] == "not started" for o in outcomes), "selected": len(chosen), "selected_finished": [trial_status(out, t.name) for t in chosen].count("finished")}
     log(f"{summary['finished']}/{summary['trials']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
-        f"{summary['other']} not done; "
+        f"{summary['other']} not done" + (f" ({summary['not_started']} held back by --deadline)"
+                                          if summary["not_started"] else "") + "; "
         f"table {out / 'table.csv'}; report {summary['report']}")
     if study.claims:
         from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims

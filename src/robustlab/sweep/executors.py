@@ -33,6 +33,8 @@ def interrupted_outcome(name: str, why: str, seconds: float = 0.0) -> dict:
 def describe_outcome(o: dict) -> str:
     if o.get("skipped"):
         return f"  {o['name']}: {o['status']} already"
+    if o["status"] == "not started":
+        return f"  {o['name']}: {o['message']}"
     if o["status"] == "claimed":
         return f"  {o['name']}: claimed by another live process; left to it"
     return f"  {o['name']}: {o['status']} ({o['seconds']:.0f} s)" + (f": {o['message']}" if o.get("message") else "")
@@ -86,8 +88,9 @@ def local_threads(workers: int) -> int:
 
 
 def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[[str], None],
-              command: list[str] | None = None) -> list[dict]:
-    """Run trials in at most ``workers`` child processes at a time. Ctrl-C or SIGTERM of this process (which the
+              command: list[str] | None = None, hold: Callable[[Trial], str | None] | None = None) -> list[dict]:
+    """Run trials in at most ``workers`` child processes at a time; ``hold(trial)``, when given, is asked as each
+    trial's turn comes and gives a reason not to start it (``--deadline``: robustlab.sweep.deadline), or None. Ctrl-C or SIGTERM of this process (which the
     command line turns into KeyboardInterrupt) is passed on to the running workers as SIGINT: each records its
     trial as interrupted at its last checkpoint and exits, and only then is the interrupt raised again, so a sweep
     stopped by its own PID (a job scheduler, ``kill``) leaves no orphan worker training on."""
@@ -119,6 +122,11 @@ def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[
         while queue or running:
             while queue and len(running) < workers:
                 trial = queue.pop(0)
+                reason = hold(trial) if hold else None
+                if reason:
+                    outcomes.append({"name": trial.name, "status": "not started", "seconds": 0.0, "message": reason})
+                    log(describe_outcome(outcomes[-1]))
+                    continue
                 # per sweep process: two sweeps may share a study folder (the claims keep trials apart)
                 spec = study_dir / ".queue" / f"{trial.name}.{os.getpid()}.json"
                 spec.parent.mkdir(parents=True, exist_ok=True)
