@@ -381,6 +381,7 @@ def test_deadline_estimates_a_trial_from_the_slowest_finished_trial_like_it(tmp_
     """Like = the same overrides but seed and kernel path; an interrupted trial needs its epochs left only; a resumed
     run's time is its epochs' sum when that exceeds its last attempt's train_seconds; nothing alike: it starts."""
     from robustlab.sweep.deadline import StartDeadline
+    from robustlab.sweep.estimate import seconds_left
     study = expand_study(tiny_study(grid={"seed": [0, 1, 2]}, list=[
         {"label": "A", "train.kernel_path": "default"}, {"label": "A", "train.kernel_path": "avx2"},
         {"label": "B", "method.name": "pgd", "method.steps": 2}], overrides={"train.epochs": 4}))
@@ -391,9 +392,9 @@ def test_deadline_estimates_a_trial_from_the_slowest_finished_trial_like_it(tmp_
     _finished(tdir / by["A", 1, "default"].name, 900.0, [100.0, 100.0], status="interrupted")   # 2 of 4 epochs left
     clock = [0.0]
     gate = StartDeadline(tmp_path, study.trials, deadline=1200.0, clock=lambda: clock[0])
-    assert gate.estimate(by["A", 2, "avx2"]) == pytest.approx(1400.0)
-    assert gate.estimate(by["A", 1, "default"]) == pytest.approx(700.0)
-    assert gate.estimate(by["B", 0, None]) is None and gate.hold(by["B", 0, None]) is None
+    assert seconds_left(tmp_path, study.trials, by["A", 2, "avx2"]) == pytest.approx(1400.0)
+    assert seconds_left(tmp_path, study.trials, by["A", 1, "default"]) == pytest.approx(700.0)
+    assert seconds_left(tmp_path, study.trials, by["B", 0, None]) is None and gate.hold(by["B", 0, None]) is None
     assert gate.hold(by["A", 1, "default"]) is None
     reason = gate.hold(by["A", 2, "avx2"])
     assert reason == "not started: needs ~23 min (the slowest finished trial like it), 20 min left before the deadline"
@@ -413,3 +414,48 @@ def test_a_sweep_with_a_deadline_starts_no_trial_it_cannot_finish_and_a_rerun_ru
     assert not (out / "trials" / "001-seed-1").exists()
     again = run_sweep(expand_study(raw), out, deadline="1h", log=lambda s: None)
     assert (again["finished"], again["not_started"]) == (2, 0)
+
+
+def test_is_claimed_sees_a_live_holder_and_writes_nothing(tmp_path):
+    from robustlab.sweep.claims import is_claimed
+    assert not is_claimed(tmp_path, "t")                          # no lock file: nobody ever ran it
+    with claim(tmp_path, "t") as mine:
+        assert mine and is_claimed(tmp_path, "t")
+        before = (tmp_path / "t.lock").read_bytes()
+        assert is_claimed(tmp_path, "t") and (tmp_path / "t.lock").read_bytes() == before
+    assert not is_claimed(tmp_path, "t")                          # released: a rerun may take it
+
+
+def test_status_tells_running_from_stopped_and_estimates_the_time_left(tmp_path, capsys):
+    """A trial saying 'running' is running only while its claim is held; the time left comes from the finished trial
+    like each unfinished one, scaled by its epochs left; the claims are counted as the sweep counts them."""
+    from robustlab.cli import main
+    from robustlab.sweep import prepare_study_dir
+    from robustlab.sweep.status import status_lines
+    study = expand_study(tiny_study(grid={"seed": [0, 1, 2]}, list=[{"label": "A"}, {"label": "B", "optim.lr": 0.05}],
+                                    claims=[{"says": "A ends robust", "group": "A", "metric": "test_pgd_acc",
+                                             "min": 0.2}]))
+    prepare_study_dir(study, tmp_path)
+    name = {(t.overrides["label"], t.config["seed"]): t.name for t in study.trials}
+    tdir = tmp_path / "trials"
+    _finished(tdir / name["A", 0], 600.0, [200.0, 200.0])
+    (tdir / name["A", 0] / "metrics.jsonl").write_text("".join(json.dumps(
+        {"epoch": e, "seconds": 200.0, "test_pgd_acc": 0.3}) + "\n" for e in (1, 2)))
+    for seed in (1, 2):                                           # one epoch of two done, both saying running
+        _finished(tdir / name["A", seed], 0.0, [200.0], status="running")
+        (tdir / name["A", seed] / "metrics.jsonl").write_text(json.dumps(
+            {"epoch": 1, "seconds": 200.0, "test_clean_acc": 0.5, "test_pgd_acc": 0.25}) + "\n")
+    (tdir / name["B", 0]).mkdir(parents=True)
+    (tdir / name["B", 0] / "results.json").write_text(json.dumps({"status": "failed", "message": "boom"}))
+    with claim(tmp_path / ".locks", name["A", 1]):
+        lines = status_lines(tmp_path, now=time.time())
+    assert lines[0] == f"study tiny ({tmp_path}): 6 trials: 1 finished, 1 running, 1 stopped, 1 failed, 2 pending"
+    assert lines[1].startswith(f"  running  {name['A', 1]}: epoch 1/2, test_clean_acc 0.500, test_pgd_acc 0.250 (")
+    assert f"  stopped  {name['A', 2]}" in lines and f"  failed   {name['B', 0]}" in lines
+    assert any(line.startswith("time left: ~10 min of one worker for 2 of the 4 unfinished trials") and
+               line.endswith("; 2 have no finished trial like them yet") for line in lines)
+    assert lines[-1].startswith("claim ") and "A ends robust: 1 of 1 runs" in lines[-1]
+    assert main(["status", str(tmp_path / "trials")]) == 2
+    assert "not a study folder (no study.json)" in capsys.readouterr().err
+    assert main(["status", str(tmp_path), "--workers", "2"]) == 0
+    assert "(~5 min with 2 at a time)" in capsys.readouterr().out

@@ -117,6 +117,20 @@ def _cmd_sweep(args) -> int:
     return 0 if summary["selected_finished"] == summary["selected"] else 1
 
 
+def _cmd_status(args) -> int:
+    from robustlab.core.errors import ConfigError
+    from robustlab.core.layout import is_study_dir
+    from robustlab.sweep.status import status_lines
+
+    if not is_study_dir(args.study_dir):
+        raise ConfigError(f"{args.study_dir}: not a study folder (no study.json); a lone run's state is in its "
+                          "results.json and log.txt")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers: got {args.workers}; must be >= 1")
+    print("\n".join(status_lines(args.study_dir, args.workers)))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from robustlab.demo import list_demos, run_demo
 
@@ -273,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "path), scaled by the epochs it has left; running trials are not stopped, held ones stay "
                         "pending for the next sweep")
     s.set_defaults(func=_cmd_sweep)
+
+    st = sub.add_parser("status", help="where a study stands: trials finished / running (epoch, accuracies) / stopped / "
+                        "pending, the time left, its claims so far (reads the folder, writes nothing)")
+    st.add_argument("study_dir", help="a study folder (robustlab sweep --out)")
+    st.add_argument("--workers", type=int, default=None, help="trials at a time for the wall-clock estimate "
+                    "(default: the study's workers)")
+    st.set_defaults(func=_cmd_status)
 
     x = sub.add_parser("export", help="a run's model for use elsewhere: safetensors + JSON, or RobustBench's model-info JSON",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -32,3 +32,18 @@ def claim(lock_dir: Path, name: str):
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def is_claimed(lock_dir: Path, name: str) -> bool:
+    """Whether a live process holds the trial now (a shared, non-blocking probe of its lock; nothing is written)."""
+    path = Path(lock_dir) / f"{name}.lock"
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)          # closing the descriptor releases a lock this probe took
+    return False

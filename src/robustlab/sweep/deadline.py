@@ -2,10 +2,8 @@
 a working session). Running trials are never stopped by it; trials it holds back stay pending, and a later sweep
 runs them.
 
-A trial's time is estimated from the study's own finished trials *like it*: the same overrides apart from
-``seed`` and ``train.kernel_path`` (the same method and setting, another seed or kernel path). The estimate is the
-slowest of them (a started trial should end), times the share of epochs the trial still has to run (an interrupted
-trial resumes after its last epoch). A trial with nothing like it finished has no estimate and starts.
+A trial's time is estimated from the study's own finished trials like it (:mod:`robustlab.sweep.estimate`); a trial
+with nothing like it finished has no estimate and starts.
 """
 from __future__ import annotations
 
@@ -15,11 +13,9 @@ import time
 from pathlib import Path
 
 from robustlab.core.errors import ConfigError
-from robustlab.core.io import read_json, read_jsonl
-from robustlab.core.layout import trial_dir
+from robustlab.sweep.estimate import seconds_left
 from robustlab.sweep.study import Trial
 
-UNLIKE_KEYS = ("seed", "train.kernel_path")   # trials that differ only in these cost about the same
 FORMS = "a duration (90m, 2h, 1h30m, 45s), a clock time HH:MM (its next occurrence) or an ISO date-time " \
         "(2026-12-07T17:30)"
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -52,36 +48,6 @@ def parse_deadline(text: str, now: float | None = None) -> float:
     return stamp
 
 
-def trial_seconds(run_dir: Path) -> float | None:
-    """A finished run's wall time: its ``train_seconds`` (start to final evaluation of its last attempt) or, for a
-    run resumed across attempts, the sum of its epochs' training and monitor seconds when that is larger."""
-    try:
-        res = read_json(run_dir / "results.json")
-    except (OSError, ValueError):
-        return None
-    if res.get("status") != "finished":
-        return None
-    try:
-        rows = read_jsonl(run_dir / "metrics.jsonl")
-    except (OSError, ValueError):
-        rows = []
-    epochs = sum(float(r.get("seconds") or 0) + float(r.get("eval_seconds") or 0) for r in rows)
-    return max(float(res.get("train_seconds") or 0), epochs) or None
-
-
-def share_left(run_dir: Path, epochs: int) -> float:
-    """The share of a trial's epochs still to run (1 for a trial not started)."""
-    try:
-        done = int(read_json(run_dir / "results.json").get("epochs_completed") or 0)
-    except (OSError, ValueError):
-        done = 0
-    return max(0.0, (epochs - done) / epochs) if epochs else 1.0
-
-
-def _likeness(trial: Trial) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in trial.overrides.items() if k not in UNLIKE_KEYS))
-
-
 class StartDeadline:
     """Decides, when a worker is free, whether a trial may still start: ``hold(trial)`` gives the reason it may not,
     or None. Estimates are re-read at every call, so trials finished during the sweep inform later ones."""
@@ -89,18 +55,8 @@ class StartDeadline:
     def __init__(self, study_dir: Path, trials: list[Trial], deadline: float, clock=time.time):
         self.study_dir, self.trials, self.deadline, self.clock = Path(study_dir), trials, deadline, clock
 
-    def estimate(self, trial: Trial) -> float | None:
-        """Seconds the trial still needs, from the slowest finished trial like it; None when none is finished."""
-        key = _likeness(trial)
-        times = [s for t in self.trials if t.name != trial.name and _likeness(t) == key
-                 for s in [trial_seconds(trial_dir(self.study_dir, t.name))] if s is not None]
-        if not times:
-            return None
-        epochs = int(trial.config.get("train", {}).get("epochs") or 0)
-        return max(times) * share_left(trial_dir(self.study_dir, trial.name), epochs)
-
     def hold(self, trial: Trial) -> str | None:
-        need = self.estimate(trial)
+        need = seconds_left(self.study_dir, self.trials, trial)
         left = self.deadline - self.clock()
         if need is None or need <= left:
             return None

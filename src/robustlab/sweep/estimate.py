@@ -1,0 +1,65 @@
+"""How long a study's trials take: each unfinished trial's time left, estimated from the study's own finished trials
+*like it* (the same overrides apart from ``seed`` and ``train.kernel_path``: the same method and setting, another
+seed or kernel path). The estimate is the slowest of them (a started trial should end), times the share of epochs the
+trial still has to run (an interrupted trial resumes after its last epoch). Used by ``robustlab sweep --deadline``
+and ``robustlab status``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustlab.core.io import read_json, read_jsonl
+from robustlab.core.layout import trial_dir
+from robustlab.sweep.study import Trial
+
+UNLIKE_KEYS = ("seed", "train.kernel_path")   # trials that differ only in these cost about the same
+
+
+def trial_seconds(run_dir: Path) -> float | None:
+    """A finished run's wall time: its ``train_seconds`` (start to final evaluation of its last attempt) or, for a
+    run resumed across attempts, the sum of its epochs' training and monitor seconds when that is larger."""
+    try:
+        res = read_json(run_dir / "results.json")
+    except (OSError, ValueError):
+        return None
+    if res.get("status") != "finished":
+        return None
+    try:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+    except (OSError, ValueError):
+        rows = []
+    epochs = sum(float(r.get("seconds") or 0) + float(r.get("eval_seconds") or 0) for r in rows)
+    return max(float(res.get("train_seconds") or 0), epochs) or None
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Epochs a run has completed: its metrics rows (a running run's results.json still says how far it was when this
+    attempt began), or its results' count when larger."""
+    try:
+        done = int(read_json(run_dir / "results.json").get("epochs_completed") or 0)
+    except (OSError, ValueError):
+        done = 0
+    try:
+        return max(done, len(read_jsonl(run_dir / "metrics.jsonl")))
+    except (OSError, ValueError):
+        return done
+
+
+def share_left(run_dir: Path, epochs: int) -> float:
+    """The share of a trial's epochs still to run (1 for a trial not started)."""
+    return max(0.0, (epochs - epochs_done(run_dir)) / epochs) if epochs else 1.0
+
+
+def _likeness(trial: Trial) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in trial.overrides.items() if k not in UNLIKE_KEYS))
+
+
+def seconds_left(study_dir: Path, trials: list[Trial], trial: Trial) -> float | None:
+    """Seconds ``trial`` still needs, from the slowest finished trial like it among ``trials``; None when none is."""
+    key = _likeness(trial)
+    times = [s for t in trials if t.name != trial.name and _likeness(t) == key
+             for s in [trial_seconds(trial_dir(study_dir, t.name))] if s is not None]
+    if not times:
+        return None
+    epochs = int(trial.config.get("train", {}).get("epochs") or 0)
+    return max(times) * share_left(trial_dir(study_dir, trial.name), epochs)

@@ -1,0 +1,78 @@
+"""``robustlab status STUDY_DIR``: where a study stands, read from its folder alone (nothing is written): each
+trial's state, the live ones' epoch and latest test accuracies, the time its unfinished trials still need
+(:mod:`robustlab.sweep.estimate`) and, when the study has claims, their counts so far.
+
+A trial whose results say ``running`` is *running* only while a process holds its claim
+(:func:`robustlab.sweep.claims.is_claimed`); otherwise its process died before it could record the end
+(SIGKILL, power loss): *stopped*, and the next sweep resumes it like an interrupted one.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from robustlab.core.io import read_jsonl
+from robustlab.core.layout import load_manifest, trial_dir, trial_status
+from robustlab.sweep.claims import is_claimed
+from robustlab.sweep.estimate import epochs_done, seconds_left
+from robustlab.sweep.study import Trial
+
+SHOWN = ("test_clean_acc", "test_pgd_acc")   # the latest epoch's columns shown for a live trial
+ORDER = ("finished", "diverged", "running", "stopped", "interrupted", "failed", "pending")
+
+
+def trial_state(study_dir: Path, name: str) -> str:
+    status = trial_status(study_dir, name)
+    if status == "running" and not is_claimed(study_dir / ".locks", name):
+        return "stopped"
+    return status
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _live_line(study_dir: Path, trial: Trial, now: float) -> str:
+    run = trial_dir(study_dir, trial.name)
+    rows = read_jsonl(run / "metrics.jsonl")
+    epochs = trial.config.get("train", {}).get("epochs")
+    text = f"  running  {trial.name}: epoch {epochs_done(run)}/{epochs}"
+    if rows:
+        text += "".join(f", {k} {rows[-1][k]:.3f}" for k in SHOWN if isinstance(rows[-1].get(k), (int, float)))
+        text += f" (last epoch ended {_hours(now - (run / 'metrics.jsonl').stat().st_mtime)} ago)"
+    return text
+
+
+def status_lines(study_dir: str | Path, workers: int | None = None, now: float | None = None) -> list[str]:
+    """The lines ``robustlab status`` prints. ``workers``: trials at a time for the wall-clock figure (default: the
+    study's)."""
+    study_dir = Path(study_dir)
+    now = time.time() if now is None else now
+    manifest = load_manifest(study_dir)
+    trials = [Trial(t["name"], t["overrides"], t["config"]) for t in manifest["trials"]]
+    states = {t.name: trial_state(study_dir, t.name) for t in trials}
+    tally = Counter(states.values())
+    shown = sorted(tally, key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
+    lines = [f"study {manifest.get('name')} ({study_dir}): {len(trials)} trials: "
+             + ", ".join(f"{tally[s]} {s}" for s in shown)]
+    lines += [_live_line(study_dir, t, now) for t in trials if states[t.name] == "running"]
+    lines += [f"  {states[t.name]:8} {t.name}" for t in trials if states[t.name] in ("stopped", "interrupted", "failed")]
+    todo = [t for t in trials if states[t.name] not in ("finished", "diverged", "failed")]
+    if todo:
+        known = [s for t in todo for s in [seconds_left(study_dir, trials, t)] if s is not None]
+        workers = workers or int(manifest.get("workers") or 1)
+        line = f"time left: ~{_hours(sum(known))} of one worker"
+        if workers > 1:
+            line += f" (~{_hours(sum(known) / workers)} with {workers} at a time)"
+        line += f" for {len(known)} of the {len(todo)} unfinished trials (the slowest finished trial like each, scaled " \
+                "by its epochs left)"
+        if len(known) < len(todo):
+            line += f"; {len(todo) - len(known)} have no finished trial like them yet"
+        lines.append(line)
+    if manifest.get("claims"):
+        from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
+        from robustlab.report.table import study_rows
+        results = evaluate_claims(parse_claims(manifest["claims"]), study_rows(study_dir)[1])
+        lines += ["claim " + line for line in claim_lines(results)]
+    return lines
