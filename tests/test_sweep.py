@@ -451,6 +451,7 @@ def test_status_tells_running_from_stopped_and_estimates_the_time_left(tmp_path,
         lines = status_lines(tmp_path, now=time.time())
     assert lines[0] == f"study tiny ({tmp_path}): 6 trials: 1 finished, 1 running, 1 stopped, 1 failed, 2 pending"
     assert lines[1].startswith(f"  running  {name['A', 1]}: epoch 1/2, test_clean_acc 0.500, test_pgd_acc 0.250 (")
+    assert lines[1].endswith(" ago); ~5 min left")                 # half of the finished A's 600 s
     assert f"  stopped  {name['A', 2]}" in lines and f"  failed   {name['B', 0]}" in lines
     assert any(line.startswith("time left: ~10 min of one worker for 2 of the 4 unfinished trials") and
                line.endswith("; 2 have no finished trial like them yet") for line in lines)

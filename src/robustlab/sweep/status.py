@@ -33,7 +33,7 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def _live_line(study_dir: Path, trial: Trial, now: float) -> str:
+def _live_line(study_dir: Path, trials: list[Trial], trial: Trial, now: float) -> str:
     run = trial_dir(study_dir, trial.name)
     rows = read_jsonl(run / "metrics.jsonl")
     epochs = trial.config.get("train", {}).get("epochs")
@@ -41,7 +41,8 @@ def _live_line(study_dir: Path, trial: Trial, now: float) -> str:
     if rows:
         text += "".join(f", {k} {rows[-1][k]:.3f}" for k in SHOWN if isinstance(rows[-1].get(k), (int, float)))
         text += f" (last epoch ended {_hours(now - (run / 'metrics.jsonl').stat().st_mtime)} ago)"
-    return text
+    left = seconds_left(study_dir, trials, trial)
+    return text + (f"; ~{_hours(left)} left" if left is not None else "")
 
 
 def status_lines(study_dir: str | Path, workers: int | None = None, now: float | None = None) -> list[str]:
@@ -56,7 +57,7 @@ def status_lines(study_dir: str | Path, workers: int | None = None, now: float |
     shown = sorted(tally, key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
     lines = [f"study {manifest.get('name')} ({study_dir}): {len(trials)} trials: "
              + ", ".join(f"{tally[s]} {s}" for s in shown)]
-    lines += [_live_line(study_dir, t, now) for t in trials if states[t.name] == "running"]
+    lines += [_live_line(study_dir, trials, t, now) for t in trials if states[t.name] == "running"]
     lines += [f"  {states[t.name]:8} {t.name}" for t in trials if states[t.name] in ("stopped", "interrupted", "failed")]
     todo = [t for t in trials if states[t.name] not in ("finished", "diverged", "failed")]
     if todo:
