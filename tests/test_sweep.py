@@ -456,6 +456,9 @@ def test_status_tells_running_from_stopped_and_estimates_the_time_left(tmp_path,
     assert any(line.startswith("time left: ~10 min of one worker for 2 of the 4 unfinished trials") and
                line.endswith("; 2 have no finished trial like them yet") for line in lines)
     assert lines[-1].startswith("claim ") and "A ends robust: 1 of 1 runs" in lines[-1]
+    fresh = tmp_path / "fresh"                                     # nothing finished anywhere: no estimate at all
+    prepare_study_dir(study, fresh)
+    assert status_lines(fresh)[1] == "time left: unknown (none of the 6 unfinished trials has a finished trial like it yet)"
     assert main(["status", str(tmp_path / "trials")]) == 2
     assert "not a study folder (no study.json)" in capsys.readouterr().err
     assert main(["status", str(tmp_path), "--workers", "2"]) == 0

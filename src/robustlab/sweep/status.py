@@ -62,6 +62,9 @@ def status_lines(study_dir: str | Path, workers: int | None = None, now: float |
     todo = [t for t in trials if states[t.name] not in ("finished", "diverged", "failed")]
     if todo:
         known = [s for t in todo for s in [seconds_left(study_dir, trials, t)] if s is not None]
+        if not known:
+            return lines + [f"time left: unknown (none of the {len(todo)} unfinished trials has a finished trial like "
+                            "it yet)"] + _claim_lines(study_dir, manifest)
         workers = workers or int(manifest.get("workers") or 1)
         line = f"time left: ~{_hours(sum(known))} of one worker"
         if workers > 1:
@@ -71,9 +74,13 @@ def status_lines(study_dir: str | Path, workers: int | None = None, now: float |
         if len(known) < len(todo):
             line += f"; {len(todo) - len(known)} have no finished trial like them yet"
         lines.append(line)
-    if manifest.get("claims"):
-        from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
-        from robustlab.report.table import study_rows
-        results = evaluate_claims(parse_claims(manifest["claims"]), study_rows(study_dir)[1])
-        lines += ["claim " + line for line in claim_lines(results)]
-    return lines
+    return lines + _claim_lines(study_dir, manifest)
+
+
+def _claim_lines(study_dir: Path, manifest: dict) -> list[str]:
+    if not manifest.get("claims"):
+        return []
+    from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
+    from robustlab.report.table import study_rows
+    results = evaluate_claims(parse_claims(manifest["claims"]), study_rows(study_dir)[1])
+    return ["claim " + line for line in claim_lines(results)]
