@@ -61,20 +61,22 @@ def status_lines(study_dir: str | Path, workers: int | None = None, now: float |
     lines += [f"  {states[t.name]:8} {t.name}" for t in trials if states[t.name] in ("stopped", "interrupted", "failed")]
     todo = [t for t in trials if states[t.name] not in ("finished", "diverged", "failed")]
     if todo:
-        known = [s for t in todo for s in [seconds_left(study_dir, trials, t)] if s is not None]
-        if not known:
-            return lines + [f"time left: unknown (none of the {len(todo)} unfinished trials has a finished trial like "
-                            "it yet)"] + _claim_lines(study_dir, manifest)
-        workers = workers or int(manifest.get("workers") or 1)
-        line = f"time left: ~{_hours(sum(known))} of one worker"
-        if workers > 1:
-            line += f" (~{_hours(sum(known) / workers)} with {workers} at a time)"
-        line += f" for {len(known)} of the {len(todo)} unfinished trials (the slowest finished trial like each, scaled " \
-                "by its epochs left)"
-        if len(known) < len(todo):
-            line += f"; {len(todo) - len(known)} have no finished trial like them yet"
-        lines.append(line)
+        lines.append(_time_left_line(study_dir, trials, todo, workers or int(manifest.get("workers") or 1)))
     return lines + _claim_lines(study_dir, manifest)
+
+
+def _time_left_line(study_dir: Path, trials: list[Trial], todo: list[Trial], workers: int) -> str:
+    known = [s for t in todo for s in [seconds_left(study_dir, trials, t)] if s is not None]
+    if not known:
+        return f"time left: unknown (none of the {len(todo)} unfinished trials has a finished trial like it yet)"
+    line = f"time left: ~{_hours(sum(known))} of one worker"
+    if workers > 1:
+        line += f" (~{_hours(sum(known) / workers)} with {workers} at a time)"
+    line += f" for {len(known)} of the {len(todo)} unfinished trials (the slowest finished trial like each, scaled " \
+            "by its epochs left)"
+    if len(known) < len(todo):
+        line += f"; {len(todo) - len(known)} have no finished trial like them yet"
+    return line
 
 
 def _claim_lines(study_dir: Path, manifest: dict) -> list[str]:
