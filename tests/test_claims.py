@@ -159,6 +159,19 @@ def test_comparison_pairs_runs_by_seed_and_kernel_path():
     assert evaluate_claims([claim], rows)[0]["paths"]["AVX2"] == (1, 2)
 
 
+def test_below_asks_a_strictly_lower_figure_than_every_partner():
+    """``below``: a mitigation's best-last gap under the baseline's, run by run (a tie is not below)."""
+    (claim,) = parse_claims([{"says": "TE narrows the gap", "group": "TE", "versus": ["PGD"], "below": ["pgd_gap"],
+                              "at_least": 0.5}])
+    rows = [{"label": lab, "seed": seed, "kernel_path": "AVX2", "status": "finished", "pgd_gap": gap}
+            for lab, seed, gap in [("TE", 0, 0.01), ("PGD", 0, 0.05), ("TE", 1, 0.05), ("PGD", 1, 0.05),
+                                   ("TE", 2, 0.08), ("PGD", 2, 0.02)]]
+    assert evaluate_claims([claim], rows)[0]["paths"] == {"AVX2": (1, 3)}
+    assert claim.rule() == "pgd_gap below PGD (same seed and kernel path); in >= 50% of the runs on every kernel path"
+    with pytest.raises(ConfigError, match="needs both versus"):
+        parse_claims([{"says": "x", "group": "TE", "below": ["pgd_gap"]}])
+
+
 def test_evidence_merge_keeps_runs_of_earlier_sessions():
     """``claims_evidence.py record NAME DIRS --merge``: a claim study run over sessions keeps the runs recorded before;
     a run recorded again is replaced, unless the new copy has not ended and the old one had."""

@@ -75,6 +75,8 @@ class Claim:
     above: list[str] = spec(default_factory=list, doc="with versus: columns where a run must be strictly higher than "
                             "every partner")
     not_below: list[str] = spec(default_factory=list, doc="with versus: columns where a run must be >= every partner")
+    below: list[str] = spec(default_factory=list, doc="with versus: columns where a run must be strictly lower than "
+                            "every partner (a smaller best-last gap, a lower cost)")
     at_least: float = spec(0.8, lo=0.0, hi=1.0, doc="fraction of the runs on each kernel path that must meet it")
 
     def check(self, key: str) -> None:
@@ -88,8 +90,9 @@ class Claim:
             raise ConfigError(f"{key}metric: min/max given without a metric")
         if self.metric is not None and self.min is None and self.max is None:
             raise ConfigError(f"{key}metric: {self.metric!r} needs min or max")
-        if bool(self.versus) != bool(self.above or self.not_below):
-            raise ConfigError(f"{key}versus: a comparison needs both versus (labels) and above or not_below (columns)")
+        if bool(self.versus) != bool(self.above or self.not_below or self.below):
+            raise ConfigError(f"{key}versus: a comparison needs both versus (labels) and above, not_below or below "
+                              "(columns)")
         if self.group in self.versus:
             raise ConfigError(f"{key}versus: {self.group!r} is the claim's own group")
         if not self.verdict and self.metric is None and not self.bounds and not self.versus:
@@ -110,9 +113,10 @@ class Claim:
             other = (partners or {}).get(label)
             if other is None:
                 return False
-            for column, strict in [(c, True) for c in self.above] + [(c, False) for c in self.not_below]:
+            for column, sign, strict in ([(c, 1, True) for c in self.above] + [(c, 1, False) for c in self.not_below]
+                                         + [(c, -1, True) for c in self.below]):
                 mine, theirs = _number(row.get(column)), _number(other.get(column))
-                if mine is None or theirs is None or mine < theirs or (strict and mine == theirs):
+                if mine is None or theirs is None or sign * mine < sign * theirs or (strict and mine == theirs):
                     return False
         return True
 
@@ -123,7 +127,8 @@ class Claim:
         parts += [b.text() for b in self.all_bounds()]
         if self.versus:
             vs = " and ".join(self.versus)
-            parts += [f"{c} above {vs}" for c in self.above] + [f"{c} not below {vs}" for c in self.not_below]
+            parts += ([f"{c} above {vs}" for c in self.above] + [f"{c} not below {vs}" for c in self.not_below]
+                      + [f"{c} below {vs}" for c in self.below])
             parts[-1] += " (same seed and kernel path)"
         return f"{', '.join(parts)}; in >= {self.at_least:.0%} of the runs on every kernel path"
 
