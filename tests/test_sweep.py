@@ -463,3 +463,20 @@ def test_status_tells_running_from_stopped_and_estimates_the_time_left(tmp_path,
     assert "not a study folder (no study.json)" in capsys.readouterr().err
     assert main(["status", str(tmp_path), "--workers", "2"]) == 0
     assert "(~5 min with 2 at a time)" in capsys.readouterr().out
+
+
+def test_trial_cost_counts_attack_steps_extra_passes_and_training_images():
+    """The longest trials start first: TRADES / ARAT with 10 steps cost PGD-10's passes, a regulariser or a
+    sharpness-aware minimiser one more pass, 500 images per class 2.5x 200."""
+    from robustlab.sweep import trial_cost
+
+    def cost(method, optim=None, data=None):
+        return trial_cost({"method": method, "optim": optim or {"minimizer": {"name": "plain"}},
+                           "data": {"train_per_class": 200} if data is None else data, "train": {"epochs": 2}})
+    pgd10 = cost({"name": "pgd", "steps": 10})
+    assert pgd10 == 2 * 11 * 2000 == cost({"name": "trades", "steps": 10}) == cost({"name": "arat", "steps": 10})
+    assert cost({"name": "fgsm", "steps": 10}) == 2 * 2 * 2000                       # single step: steps unused
+    assert cost({"name": "fgsm", "regularizers": [{"name": "elle"}]}) == 2 * 3 * 2000
+    assert cost({"name": "standard"}, {"minimizer": {"name": "sam"}}) == 2 * 2 * 2000 == 2 * cost({"name": "standard"})
+    assert cost({"name": "pgd", "steps": 10}, data={"train_per_class": 500}) == 2.5 * pgd10
+    assert cost({"name": "pgd", "steps": 10}, data={}) > cost({"name": "pgd", "steps": 10}, data={"train_size": 50000})

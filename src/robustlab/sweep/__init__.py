@@ -23,11 +23,19 @@ from robustlab.sweep.trial import run_trial
 BACKENDS = ("local", "ray")
 
 
+MULTI_STEP = ("pgd", "trades", "mart", "arat")   # methods whose training attack runs ``method.steps`` iterations
+
+
 def trial_cost(config: dict) -> float:
-    """A rough relative cost: epochs x forward-backward passes per batch."""
-    m = config["method"]
-    passes = 1 + (m["steps"] if m["name"] == "pgd" else 0 if m["name"] == "standard" else 1)
-    return config["train"]["epochs"] * passes
+    """A rough relative cost, to start the longest trials first: epochs x forward-backward passes per batch (the
+    attack's steps + 1; regularisers and sharpness-aware minimisers count as one more pass each) x training images
+    (``data.train_size`` or ``data.train_per_class``; the whole set, the largest, when neither is given)."""
+    m, data = config["method"], config.get("data", {})
+    passes = 1 + (m.get("steps", 1) if m["name"] in MULTI_STEP else 0 if m["name"] == "standard" else 1)
+    minimizer = (config.get("optim", {}).get("minimizer") or {}).get("name", "plain")
+    passes += len(m.get("regularizers") or []) + (minimizer != "plain")
+    images = data.get("train_size") or 10 * (data.get("train_per_class") or 0) or 10 ** 9
+    return config["train"]["epochs"] * passes * images
 
 
 def same_trials(old: dict, study: Study) -> bool:
