@@ -284,3 +284,12 @@ def test_python_access_to_data_and_exports(home, tmp_path):
     assert torch.equal(exported.model(x[:4]), loaded.model(x[:4]))
     again = cli("export", home / "run", "--out", tmp_path / "m.safetensors")      # its own export: replaced
     assert again.returncode == 0, again.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """``robustlab list | head -1``: the pipe closes under robustlab; it stops quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "robustlab", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()          # before robustlab (seconds of imports) has written anything
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

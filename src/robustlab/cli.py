@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robustlab: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:           # `robustlab status DIR | head`: the reader left; no traceback
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # Python's own flush at exit would fail again
+        return 141
 
 
 def _sigterm_as_interrupt(signum, frame):
