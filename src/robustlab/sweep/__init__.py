@@ -124,7 +124,8 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
                "failed": statuses.count("failed"),
                "other": sum(s not in (*DONE, "failed") for s in statuses),
                "seconds": time.perf_counter() - t0, "report": str(report / "report.html"), "outcomes": outcomes,
-               "not_started": sum(o["status"] == "not started" for o in outcomes), "selected": len(chosen), "selected_finished": [trial_status(out, t.name) for t in chosen].count("finished")}
+               "not_started": sum(o["status"] == "not started" for o in outcomes), "selected": len(chosen),
+               "selected_finished": [trial_status(out, t.name) for t in chosen].count("finished")}
     log(f"{summary['finished']}/{summary['trials']} finished, {summary['diverged']} diverged, {summary['failed']} failed, "
         f"{summary['other']} not done" + (f" ({summary['not_started']} held back by --deadline)"
                                           if summary["not_started"] else "") + "; "

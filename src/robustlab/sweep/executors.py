@@ -90,7 +90,8 @@ def local_threads(workers: int) -> int:
 def run_local(study_dir: Path, trials: list[Trial], workers: int, log: Callable[[str], None],
               command: list[str] | None = None, hold: Callable[[Trial], str | None] | None = None) -> list[dict]:
     """Run trials in at most ``workers`` child processes at a time; ``hold(trial)``, when given, is asked as each
-    trial's turn comes and gives a reason not to start it (``--deadline``: robustlab.sweep.deadline), or None. Ctrl-C or SIGTERM of this process (which the
+    trial's turn comes and gives a reason not to start it (``--deadline``: robustlab.sweep.deadline), or None.
+    Ctrl-C or SIGTERM of this process (which the
     command line turns into KeyboardInterrupt) is passed on to the running workers as SIGINT: each records its
     trial as interrupted at its last checkpoint and exits, and only then is the interrupt raised again, so a sweep
     stopped by its own PID (a job scheduler, ``kill``) leaves no orphan worker training on."""
