@@ -16,7 +16,7 @@ from robustlab.core.io import read_json, write_json
 from robustlab.core.outputs import check_out_folder
 from robustlab.sweep.deadline import StartDeadline, describe_deadline, parse_deadline
 from robustlab.sweep.study import Study, Trial, expand_study, load_study, select_trials
-from robustlab.report.table import study_rows, write_study_table
+from robustlab.report.table import study_claims, study_rows, write_study_table
 from robustlab.core.layout import DONE, trial_dir, trial_status
 from robustlab.sweep.trial import run_trial
 
@@ -131,8 +131,8 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
                                           if summary["not_started"] else "") + "; "
         f"table {out / 'table.csv'}; report {summary['report']}")
     if study.claims:
-        from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
-        results = evaluate_claims(parse_claims(study.claims), study_rows(out)[1])
+        from robustlab.report.claims import claim_lines
+        results = study_claims(out)
         summary["claims"] = [{"says": r["claim"].says, "holds": r["holds"], "met": r["met"], "runs": r["runs"],
                               "paths": r["paths"]} for r in results]
         for line in claim_lines(results):

@@ -62,7 +62,7 @@ def status_lines(study_dir: str | Path, workers: int | None = None, now: float |
     todo = [t for t in trials if states[t.name] not in ("finished", "diverged", "failed")]
     if todo:
         lines.append(_time_left_line(study_dir, trials, todo, workers or int(manifest.get("workers") or 1)))
-    return lines + _claim_lines(study_dir, manifest)
+    return lines + _claim_lines(study_dir)
 
 
 def _time_left_line(study_dir: Path, trials: list[Trial], todo: list[Trial], workers: int) -> str:
@@ -79,10 +79,7 @@ def _time_left_line(study_dir: Path, trials: list[Trial], todo: list[Trial], wor
     return line
 
 
-def _claim_lines(study_dir: Path, manifest: dict) -> list[str]:
-    if not manifest.get("claims"):
-        return []
-    from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
-    from robustlab.report.table import study_rows
-    results = evaluate_claims(parse_claims(manifest["claims"]), study_rows(study_dir)[1])
-    return ["claim " + line for line in claim_lines(results)]
+def _claim_lines(study_dir: Path) -> list[str]:
+    from robustlab.report.claims import claim_lines
+    from robustlab.report.table import study_claims
+    return ["claim " + line for line in claim_lines(study_claims(study_dir))]
