@@ -109,6 +109,41 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_cfg, monkey
         res["final_eval"]["last"]["robust_acc"] == ref["final_eval"]["last"]["robust_acc"]
 
 
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_resumed_run_counts_every_attempts_seconds(tmp_path, tiny_cfg, monkeypatch, old_checkpoint):
+    """train_seconds of a run cut after epoch 1 and resumed is the first attempt's time (kept in last.pt; from its
+    epochs' rows in a checkpoint written before that) plus the second's, not the second's alone. The first attempt's
+    time is set to 1e6 s in the checkpoint so that the sum cannot be mistaken for one attempt's."""
+    from robustlab.core.io import save_torch
+    cfg = config_from_dict(tiny_cfg)
+    original, calls = Trainer._step, {"n": 0}
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 10:  # in epoch 2 (7 steps per epoch)
+            raise KeyboardInterrupt
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", log=lambda s: None)
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    state = load_torch(last)
+    rows = read_jsonl(tmp_path / "cut" / "metrics.jsonl")
+    assert len(rows) == 1 and state["seconds"] >= rows[0]["seconds"] + rows[0]["eval_seconds"] > 0
+    if old_checkpoint:
+        del state["seconds"]
+        state["history"][0]["seconds"] = 1e6
+    else:
+        state["seconds"] = 1e6
+    save_torch(last, state)
+    monkeypatch.setattr(Trainer, "_step", original)
+    res = train(cfg, tmp_path / "cut", log=lambda s: None)
+    second = sum(r["seconds"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")[1:])
+    assert res["status"] == "finished" and 1e6 + second <= res["train_seconds"] < 1e6 + 600
+    assert load_torch(last)["seconds"] >= 1e6 + second
+
+
 def test_sigkill_mid_run_then_resume_matches(tmp_path):
     cfg = {"seed": 1, "data": {"name": "mnist5k", "val_size": 200, "batch_size": 128},
            "model": {"name": "wong_mnist"}, "method": {"name": "rs_fgsm", "eps": 0.1},

@@ -39,10 +39,12 @@ def _tuplify(x):
 
 
 def save_checkpoint(path: Path, *, model, optimizer, epoch: int, step: int, history: list, best: dict,
-                    config: dict, rng: dict, rng_ranks: list | None = None, components: dict | None = None) -> None:
+                    config: dict, rng: dict, rng_ranks: list | None = None, components: dict | None = None,
+                    seconds: float = 0.0) -> None:
     """``rng`` is :func:`rng_state` of this process, ``rng_ranks`` every rank's under DDP; ``components`` the
-    state of everything else the run owns (method, loss scaler, diagnostics)."""
-    save_torch(path, {"format": FORMAT, "epoch": epoch, "step": step, "model": model.state_dict(),
+    state of everything else the run owns (method, loss scaler, diagnostics); ``seconds`` the run's wall time so
+    far, over all its attempts."""
+    save_torch(path, {"format": FORMAT, "epoch": epoch, "step": step, "seconds": seconds, "model": model.state_dict(),
                       "optimizer": optimizer.state_dict(), "rng": rng, "rng_ranks": rng_ranks, "history": history,
                       "best": best, "config": config, "components": components or {}})
 

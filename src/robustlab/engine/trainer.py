@@ -65,11 +65,14 @@ def seed_generator(device: torch.device, seed: int) -> torch.Generator:
 
 @dataclass
 class RunState:
-    """Where the run is: the metrics rows so far, the best epoch by the monitor's score, epochs and steps done."""
+    """Where the run is: the metrics rows so far, the best epoch by the monitor's score, epochs and steps done, and
+    ``seconds``: the wall time spent up to the last checkpoint, summed over the run's attempts (a resumed run's
+    ``train_seconds`` is its whole cost, not its last attempt's)."""
     history: list = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"epoch": 0, "score": -math.inf})
     epoch: int = 0
     step: int = 0
+    seconds: float = 0.0
 
 
 class Trainer:
@@ -197,10 +200,11 @@ class Trainer:
         run_folder.write_run_files(self, self.state.epoch)
         self._call("start", self.state.epoch)
         self.write(write_jsonl, self.run_dir / "metrics.jsonl", self.state.history)
-        t_start, status, message = time.perf_counter(), "finished", ""
+        self._attempt = (time.perf_counter(), self.state.seconds)
+        status, message = "finished", ""
         try:
             for epoch in range(self.state.epoch, self.cfg.train.epochs):
-                self._write_results("running", time.perf_counter() - t_start)
+                self._write_results("running", self.seconds())
                 message = self._epoch(epoch)
                 if message:
                     break
@@ -208,7 +212,7 @@ class Trainer:
             status, message = "diverged", str(exc)
             self.log(f"{self.run_dir}: {message}; last good checkpoint kept")
         final = self.final_evaluation.evaluate(self, self.hooks) if status == "finished" and self.final_evaluation else {}
-        results = self._write_results(status, time.perf_counter() - t_start, final, message)
+        results = self._write_results(status, self.seconds(), final, message)
         self._call("finish", results)
         if self.dist.is_main:
             run_folder.write_report(self.run_dir, self.log)
@@ -232,7 +236,7 @@ class Trainer:
             state.best = {"epoch": epoch + 1, "score": epoch_score}
             self.write(ckpt_io.save_weights, self.ckpt_dir / "best.pt", model=self.model, epoch=epoch + 1,
                        config=self.cfg.to_dict(), metrics=row)
-        state.epoch = epoch + 1
+        state.epoch, state.seconds = epoch + 1, self.seconds()
         self.save_last()
         self.write(write_jsonl, self.run_dir / "metrics.jsonl", state.history)
         self._call("publish", epoch, row)
@@ -240,6 +244,11 @@ class Trainer:
         if mode != "none" and self.dist.is_main:
             self.log(format_row(row))
         return self._call("stop", epoch, row)
+
+    def seconds(self) -> float:
+        """Wall seconds of this run so far: its earlier attempts' (to their last checkpoints) plus this one's."""
+        started, before = self._attempt
+        return before + time.perf_counter() - started
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     def _components_state(self) -> dict:
@@ -252,7 +261,8 @@ class Trainer:
         rng_ranks = self.dist.gather(ckpt_io.rng_state(self.generators))
         s = self.state
         self.write(ckpt_io.save_checkpoint, self.ckpt_dir / "last.pt", model=self.model, optimizer=self.optimizer,
-                   epoch=s.epoch, step=s.step, history=s.history, best=s.best, config=self.cfg.to_dict(),
+                   epoch=s.epoch, step=s.step, history=s.history, best=s.best, seconds=s.seconds,
+                   config=self.cfg.to_dict(),
                    rng=rng_ranks[0], rng_ranks=rng_ranks if self.dist.enabled else None,
                    components=self._components_state())
 
@@ -269,7 +279,9 @@ class Trainer:
         for hook in self.hooks:
             if hook.name in comp:
                 hook.load_state_dict(comp[hook.name])
-        self.state = RunState(state["history"], state["best"], state["epoch"], state["step"])
+        # a checkpoint written before runs kept their seconds: the epochs' own training and monitor time
+        seconds = state.get("seconds", sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in state["history"]))
+        self.state = RunState(state["history"], state["best"], state["epoch"], state["step"], float(seconds))
         self.log(f"{self.run_dir}: resuming after epoch {state['epoch']}")
 
     # ---- one epoch, one step ----------------------------------------------------------------------------

@@ -16,8 +16,9 @@ UNLIKE_KEYS = ("seed", "train.kernel_path")   # trials that differ only in these
 
 
 def trial_seconds(run_dir: Path) -> float | None:
-    """A finished run's wall time: its ``train_seconds`` (start to final evaluation of its last attempt) or, for a
-    run resumed across attempts, the sum of its epochs' training and monitor seconds when that is larger."""
+    """A finished run's wall time: its ``train_seconds`` (start to final evaluation, over all its attempts) or the
+    sum of its epochs' training and monitor seconds when that is larger (a run resumed by a robustlab that counted
+    its last attempt only)."""
     try:
         res = read_json(run_dir / "results.json")
     except (OSError, ValueError):
