@@ -15,7 +15,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.schema import parse_number
 from robustlab.report.format import PCT, TEXT, describe_value, fmt, kind_of
 from robustlab.report.runs import _plt, write_comparison_report
-from robustlab.report.table import study_rows
+from robustlab.report.table import study_claims, study_rows
 from robustlab.core.layout import trial_dir
 
 FINAL = ("test_pgd_acc", "final PGD accuracy (test subset, last epoch)")
@@ -238,10 +238,8 @@ def write_study_report(study_dir: str | Path) -> Path:
         f"varying keys: {', '.join(keys) or 'none'}. 'CO': test PGD accuracy fell below a quarter of its earlier peak "
         "and stayed there while clean accuracy stayed at >= 0.9 of its level at that peak (at the onset and the last epoch) "
         "(robustlab.diagnostics.co_onset); a run that lost clean accuracy too is counted as a training failure.")
-    claims = []
-    if manifest.get("claims"):
-        from robustlab.report.claims import claim_lines, evaluate_claims, parse_claims
-        claims = claim_lines(evaluate_claims(parse_claims(manifest["claims"]), rows))
+    from robustlab.report.claims import claim_lines
+    claims = claim_lines(study_claims(study_dir, rows))
     columns = trial_columns(header, rows, keys)
     table = [[_cell(h, r[h]) for h in columns] for r in rows]
     return write_comparison_report(out, groups, f"robustlab study: {manifest['name']}", notes, extra_images=extra,

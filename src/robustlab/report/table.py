@@ -58,12 +58,14 @@ FACT_COLUMNS = ["collapse", "collapse_epoch", "peak_clean_acc", "lost_epoch", "e
                 "kernel_path", "cpu"]
 
 
-def study_claims(study_dir: Path) -> list[dict]:
-    """The study's claims (its manifest's) counted on its trials' rows
-    (:func:`robustlab.report.claims.evaluate_claims`); [] for a study without claims."""
+def study_claims(study_dir: Path, rows: list[dict] | None = None) -> list[dict]:
+    """The study's claims (its manifest's) counted on its trials' rows (``rows``: :func:`study_rows`'s, when the
+    caller has them; :func:`robustlab.report.claims.evaluate_claims`); [] for a study without claims."""
     from robustlab.report.claims import evaluate_claims, parse_claims
     raw = load_manifest(Path(study_dir)).get("claims")
-    return evaluate_claims(parse_claims(raw), study_rows(study_dir)[1]) if raw else []
+    if not raw:
+        return []
+    return evaluate_claims(parse_claims(raw), study_rows(study_dir)[1] if rows is None else rows)
 
 
 def _run_facts(run: Path, metrics: list[dict]) -> dict:
