@@ -480,3 +480,25 @@ def test_trial_cost_counts_attack_steps_extra_passes_and_training_images():
     assert cost({"name": "standard"}, {"minimizer": {"name": "sam"}}) == 2 * 2 * 2000 == 2 * cost({"name": "standard"})
     assert cost({"name": "pgd", "steps": 10}, data={"train_per_class": 500}) == 2.5 * pgd10
     assert cost({"name": "pgd", "steps": 10}, data={}) > cost({"name": "pgd", "steps": 10}, data={"train_size": 50000})
+
+
+def test_a_resumed_trial_is_ordered_by_what_is_left_of_it(tmp_path):
+    """A PGD-10 trial with 9 of its 10 epochs done costs less than an FGSM trial not started (11 x 1 against 2 x 10
+    passes-epochs): the sweep starts the FGSM trial first. A sweep that ordered by the whole trial's cost would not."""
+    from robustlab.sweep import cost_left, prepare_study_dir, run_order, trial_cost
+    from robustlab.core.layout import trial_dir
+    raw = {"name": "order", "base": {"data": {"name": "synthetic", "train_size": 256}, "model": {"name": "wong_mnist"},
+                                     "train": {"epochs": 10}},
+           "list": [{"label": "PGD", "method": {"name": "pgd", "eps": 0.1, "steps": 10}},
+                    {"label": "FGSM", "method": {"name": "fgsm", "eps": 0.1}}]}
+    study = expand_study(raw)
+    prepare_study_dir(study, tmp_path)
+    pgd, fgsm = study.trials
+    assert trial_cost(pgd.config) == 5.5 * trial_cost(fgsm.config)
+    run = trial_dir(tmp_path, pgd.name)
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, 10)))
+    assert cost_left(tmp_path, pgd) == pytest.approx(0.55 * cost_left(tmp_path, fgsm))
+    assert [t.name for t in run_order(tmp_path, study.trials)] == [fgsm.name, pgd.name]
+    (run / "results.json").write_text(json.dumps({"status": "finished", "epochs_completed": 10}))
+    assert [t.name for t in run_order(tmp_path, study.trials)] == [fgsm.name]

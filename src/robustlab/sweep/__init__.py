@@ -38,6 +38,19 @@ def trial_cost(config: dict) -> float:
     return config["train"]["epochs"] * passes * images
 
 
+def cost_left(study_dir: Path, trial: Trial) -> float:
+    """:func:`trial_cost` times the share of the trial's epochs still to run (a trial resumed near its end is cheap)."""
+    from robustlab.sweep.estimate import share_left
+    return trial_cost(trial.config) * share_left(trial_dir(study_dir, trial.name), int(trial.config["train"]["epochs"]))
+
+
+def run_order(study_dir: Path, trials: list[Trial]) -> list[Trial]:
+    """The trials still to run, the most expensive first (what is left of them: :func:`cost_left`), so that workers
+    finish together. Finished and diverged trials are done (a diverged run would replay its last epoch and diverge
+    again); failed, interrupted and pending ones run."""
+    return sorted((t for t in trials if trial_status(study_dir, t.name) not in DONE), key=lambda t: -cost_left(study_dir, t))
+
+
 def same_trials(old: dict, study: Study) -> bool:
     """The stored manifest's trials are this study's: same names and overrides, and configs that resolve the same
     today (a folder written by an earlier robustlab lacks the config keys added since, with their defaults)."""
@@ -98,10 +111,7 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     check_out_folder(out, "--out", "study", "study.json")
     chosen = select_trials(study, select) if select else study.trials
     prepare_study_dir(study, out)
-    # the most expensive trials first (attack steps x epochs), so that workers finish together
-    # finished and diverged trials are done (a diverged run would replay its last epoch and diverge again);
-    # failed, interrupted and pending ones run
-    todo = sorted((t for t in chosen if trial_status(out, t.name) not in DONE), key=lambda t: -trial_cost(t.config))
+    todo = run_order(out, chosen)
     log(f"robustlab sweep {study.name}: {len(study.trials)} trials" + (f", {len(chosen)} selected" if select else "")
         + f", {len(chosen) - len(todo)} done (finished or diverged), "
         f"{len(todo)} to run on {backend} with {workers} worker(s); folder {out}"
