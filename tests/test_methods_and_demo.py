@@ -113,7 +113,7 @@ def test_named_demos_list_and_validate():
         if name not in PIPELINES:
             assert len(expand_study(demo_study_raw(name)).trials) >= (2 if name == "cifar" else 3)
     bad = subprocess.run([sys.executable, "-m", "robustlab", "demo", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer, cifar, cifar-transfer" in bad.stderr
+    assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer, cifar, cifar-arat, cifar-transfer" in bad.stderr
 
 
 def test_arat_demo_trains_as_the_claim_study_does():
@@ -157,7 +157,28 @@ def test_cifar_demo_trains_as_the_claim_study_does():
     assert all(c["says"] in study_claims for c in demo.claims)
 
 
-@pytest.mark.parametrize("name", ["cifar", "cifar-transfer"])
+def test_cifar_arat_demo_trains_as_the_claim_study_does():
+    """robustlab demo cifar-arat is seed 0 of configs/arat/cifar10_cpu_claim.yaml: the same four arms with the same
+    training (threads, progress and kernel path aside); only its final evaluation is PGD-50-10 (the study's claims
+    measure that with robustlab eval after the runs)."""
+    from pathlib import Path
+    from robustlab.sweep import load_study
+    claim = load_study(Path(__file__).resolve().parent.parent / "configs" / "arat" / "cifar10_cpu_claim.yaml")
+    demo = expand_study(demo_study_raw("cifar-arat"))
+
+    def training(cfg):
+        cfg = {k: v for k, v in cfg.items() if k != "final_eval"}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
+        return cfg
+    by_label = {t.overrides["label"]: t for t in claim.trials
+                if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
+    assert [t.overrides["label"] for t in demo.trials] == list(by_label) == ["ARAT", "PGD-AT", "TRADES", "PGD-AT ramp"]
+    for t in demo.trials:
+        assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]
+        assert (t.config["final_eval"]["steps"], t.config["final_eval"]["restarts"]) == (50, 10)
+
+
+@pytest.mark.parametrize("name", ["cifar", "cifar-arat", "cifar-transfer"])
 def test_cifar_demo_without_the_images_is_one_line_before_any_run(tmp_path, name):
     import os
     import subprocess
