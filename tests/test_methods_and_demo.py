@@ -116,24 +116,33 @@ def test_named_demos_list_and_validate():
     assert bad.returncode == 2 and "demo: got 'nope'; allowed: co, memorisation, arat, transfer, cifar, cifar-arat, cifar-transfer" in bad.stderr
 
 
+def demo_and_study_seed_0(demo_name: str, study_file: str, aside: str | None):
+    """The study file's labels at seed 0 on the default path, and per demo trial (label, the demo's config as it
+    trains, the study's trial of that label as it trains, the demo trial): ``aside`` (a top-level key the demo sets its
+    own way) and the train keys that change no figure (threads, progress display, kernel path) left out."""
+    from pathlib import Path
+    from robustlab.sweep import load_study
+    study = load_study(Path(__file__).resolve().parent.parent / "configs" / study_file)
+
+    def training(cfg):
+        cfg = {k: v for k, v in cfg.items() if k != aside}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
+        return cfg
+    seed_0 = {t.overrides["label"]: t for t in study.trials
+              if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
+    demo = expand_study(demo_study_raw(demo_name))
+    return list(seed_0), [(t.overrides["label"], training(t.config), training(seed_0[t.overrides["label"]].config), t)
+                          for t in demo.trials]
+
+
 def test_arat_demo_trains_as_the_claim_study_does():
     """robustlab demo arat is seed 0 of configs/arat/mnist5k_claim.yaml (whose evidence docs/arat.md shows): the same
     data, model, method, optimiser, epochs and final evaluation; only the per-epoch monitor, threads and progress
     display differ (none of them changes the training)."""
-    from pathlib import Path
-    from robustlab.sweep import load_study
-    claim = load_study(Path(__file__).resolve().parent.parent / "configs" / "arat" / "mnist5k_claim.yaml")
-    demo = expand_study(demo_study_raw("arat"))
-
-    def training(cfg):
-        cfg = {k: v for k, v in cfg.items() if k != "monitor"}
-        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
-        return cfg
-    by_label = {t.overrides["label"]: t for t in claim.trials
-                if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
-    assert [t.overrides["label"] for t in demo.trials] == list(by_label) == ["ARAT", "PGD-AT", "TRADES"]
-    for t in demo.trials:
-        assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]
+    labels, pairs = demo_and_study_seed_0("arat", "arat/mnist5k_claim.yaml", aside="monitor")
+    assert [p[0] for p in pairs] == labels == ["ARAT", "PGD-AT", "TRADES"]
+    for label, demo, study, _ in pairs:
+        assert demo == study, label
 
 
 def test_cifar_demo_trains_as_the_claim_study_does():
@@ -141,41 +150,24 @@ def test_cifar_demo_trains_as_the_claim_study_does():
     training and final evaluation (threads, progress and kernel path aside), and its claims are the study's."""
     from pathlib import Path
     from robustlab.sweep import load_study
-    claim = load_study(Path(__file__).resolve().parent.parent / "configs" / "studies" / "co_cifar10_claims.yaml")
-    demo = expand_study(demo_study_raw("cifar"))
-
-    def training(cfg):
-        cfg = dict(cfg)
-        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
-        return cfg
-    by_label = {t.overrides["label"]: t for t in claim.trials
-                if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
-    assert [t.overrides["label"] for t in demo.trials] == ["FGSM-AT", "N-FGSM"]
-    for t in demo.trials:
-        assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]
-    study_claims = [c["says"] for c in claim.claims]
-    assert all(c["says"] in study_claims for c in demo.claims)
+    _, pairs = demo_and_study_seed_0("cifar", "studies/co_cifar10_claims.yaml", aside=None)
+    assert [p[0] for p in pairs] == ["FGSM-AT", "N-FGSM"]
+    for label, demo, study, _ in pairs:
+        assert demo == study, label
+    study_claims = [c["says"] for c in load_study(Path(__file__).resolve().parent.parent / "configs" / "studies"
+                                                  / "co_cifar10_claims.yaml").claims]
+    assert all(c["says"] in study_claims for c in expand_study(demo_study_raw("cifar")).claims)
 
 
 def test_cifar_arat_demo_trains_as_the_claim_study_does():
     """robustlab demo cifar-arat is seed 0 of configs/arat/cifar10_cpu_claim.yaml: the same four arms with the same
     training (threads, progress and kernel path aside); only its final evaluation is PGD-50-10 (the study's claims
     measure that with robustlab eval after the runs)."""
-    from pathlib import Path
-    from robustlab.sweep import load_study
-    claim = load_study(Path(__file__).resolve().parent.parent / "configs" / "arat" / "cifar10_cpu_claim.yaml")
-    demo = expand_study(demo_study_raw("cifar-arat"))
-
-    def training(cfg):
-        cfg = {k: v for k, v in cfg.items() if k != "final_eval"}
-        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("threads", "progress", "kernel_path")}
-        return cfg
-    by_label = {t.overrides["label"]: t for t in claim.trials
-                if t.config["seed"] == 0 and t.overrides["train.kernel_path"] == "default"}
-    assert [t.overrides["label"] for t in demo.trials] == list(by_label) == ["ARAT", "PGD-AT", "TRADES", "PGD-AT ramp"]
-    for t in demo.trials:
-        assert training(t.config) == training(by_label[t.overrides["label"]].config), t.overrides["label"]
-        assert (t.config["final_eval"]["steps"], t.config["final_eval"]["restarts"]) == (50, 10)
+    labels, pairs = demo_and_study_seed_0("cifar-arat", "arat/cifar10_cpu_claim.yaml", aside="final_eval")
+    assert [p[0] for p in pairs] == labels == ["ARAT", "PGD-AT", "TRADES", "PGD-AT ramp"]
+    for label, demo, study, trial in pairs:
+        assert demo == study, label
+        assert (trial.config["final_eval"]["steps"], trial.config["final_eval"]["restarts"]) == (50, 10)
 
 
 @pytest.mark.parametrize("name", ["cifar", "cifar-arat", "cifar-transfer"])
