@@ -95,7 +95,7 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "s"), "--steps", "3",
                            "--restarts", "1", "--n", "64", "--sanity", "32"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "no best checkpoint; skipped" in proc.stdout
+    assert "failed, not ended; skipped" in proc.stdout and "no best checkpoint; skipped" not in proc.stdout
     rows = list(csv.DictReader((tmp_path / "s" / "table.csv").open()))
     done = [r for r in rows if r["status"] == "finished"]
     assert len(done) == 2 and all(r["eval_protocol"] == "PGD-3-1" for r in rows)
@@ -129,6 +129,30 @@ def test_diverged_trial_is_done_and_not_rerun(tmp_path):
     again = run_sweep(expand_study(raw), tmp_path / "s", log=logs.append)
     assert again["outcomes"] == [] and again["diverged"] == 1 and "0 to run" in logs[0]
     assert "1 diverged" in logs[-1]
+
+
+def test_study_eval_skips_runs_that_have_not_ended(tmp_path, capsys):
+    """robustlab eval STUDY_DIR evaluates ended runs only: a run whose results say interrupted (its last.pt is a
+    mid-training checkpoint) is skipped, saying why, and gets no eval columns; once it has ended it is evaluated."""
+    from robustlab.cli import main
+    from robustlab.core.io import read_json, write_json
+    from robustlab.core.layout import trial_dir
+    study = expand_study(tiny_study(grid={"seed": [0, 1]}))
+    run_sweep(study, tmp_path / "s", log=lambda s: None)
+    cut = trial_dir(tmp_path / "s", study.trials[1].name) / "results.json"
+    ended = read_json(cut)
+    write_json(cut, {**ended, "status": "interrupted"})
+    args = ["eval", str(tmp_path / "s"), "--checkpoint", "last", "--steps", "1", "--restarts", "1", "--n", "32",
+            "--sanity", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{study.trials[1].name}: interrupted, not ended; skipped" in out and study.trials[0].name + " [last]" in out
+    rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
+    assert rows[study.trials[0].name]["eval_last_robust_acc"] != "" and rows[study.trials[1].name]["eval_last_robust_acc"] == ""
+    write_json(cut, ended)
+    assert main(args) == 0
+    rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
+    assert all(r["eval_last_robust_acc"] != "" for r in rows.values())
 
 
 def _comparable(rows):

@@ -17,7 +17,7 @@ from pathlib import Path
 from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.layout import is_study_dir, load_manifest  # noqa: F401  (is_study_dir: used by the CLI)
-from robustlab.core.layout import trial_dir
+from robustlab.core.layout import DONE, trial_dir, trial_status
 
 CHECKPOINTS = ("best", "last")
 
@@ -28,7 +28,9 @@ def evaluation_key(protocol: str, n: int) -> str:
 
 
 def eval_study(req, log=print) -> dict:
-    """Every trial's best and last checkpoints (or ``req.checkpoint``'s) evaluated as ``req`` (an EvalRequest) asks."""
+    """Every ended trial's (finished or diverged) best and last checkpoints (or ``req.checkpoint``'s) evaluated as
+    ``req`` (an EvalRequest) asks; trials still pending, running, interrupted or failed are skipped, so a claim study
+    run over several sessions can be evaluated as its runs end."""
     from robustlab.eval.command import run_eval
     from robustlab.report.study import write_study_report
     from robustlab.report.table import write_study_table
@@ -39,6 +41,10 @@ def eval_study(req, log=print) -> dict:
     files, protocol = {}, None
     for t in manifest["trials"]:
         run = trial_dir(study_dir, t["name"])
+        status = trial_status(study_dir, t["name"])
+        if status not in DONE:      # a running or interrupted run's checkpoints are not its result
+            log(f"{t['name']}: {status}, not ended; skipped (evaluate it again once it has ended)")
+            continue
         for which in ((req.checkpoint,) if req.checkpoint else CHECKPOINTS):
             if not (run / "checkpoints" / f"{which}.pt").is_file():
                 log(f"{t['name']}: no {which} checkpoint; skipped")
