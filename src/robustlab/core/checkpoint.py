@@ -49,6 +49,11 @@ def save_checkpoint(path: Path, *, model, optimizer, epoch: int, step: int, hist
                       "best": best, "config": config, "components": components or {}})
 
 
+def history_seconds(history: list[dict]) -> float:
+    """The wall time of the epochs in a run's history (its metrics rows): each epoch's training plus monitor seconds."""
+    return sum(float(r.get("seconds") or 0) + float(r.get("eval_seconds") or 0) for r in history)
+
+
 def save_weights(path: Path, *, model, epoch: int, config: dict, metrics: dict) -> None:
     save_torch(path, {"format": FORMAT, "epoch": epoch, "model": model.state_dict(), "config": config,
                       "metrics": metrics})

@@ -200,7 +200,7 @@ class Trainer:
         run_folder.write_run_files(self, self.state.epoch)
         self._call("start", self.state.epoch)
         self.write(write_jsonl, self.run_dir / "metrics.jsonl", self.state.history)
-        self._attempt = (time.perf_counter(), self.state.seconds)
+        self._started = time.perf_counter() - self.state.seconds    # as if the earlier attempts had run just before
         status, message = "finished", ""
         try:
             for epoch in range(self.state.epoch, self.cfg.train.epochs):
@@ -247,8 +247,7 @@ class Trainer:
 
     def seconds(self) -> float:
         """Wall seconds of this run so far: its earlier attempts' (to their last checkpoints) plus this one's."""
-        started, before = self._attempt
-        return before + time.perf_counter() - started
+        return time.perf_counter() - self._started
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     def _components_state(self) -> dict:
@@ -280,7 +279,7 @@ class Trainer:
             if hook.name in comp:
                 hook.load_state_dict(comp[hook.name])
         # a checkpoint written before runs kept their seconds: the epochs' own training and monitor time
-        seconds = state.get("seconds", sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in state["history"]))
+        seconds = state.get("seconds", ckpt_io.history_seconds(state["history"]))
         self.state = RunState(state["history"], state["best"], state["epoch"], state["step"], float(seconds))
         self.log(f"{self.run_dir}: resuming after epoch {state['epoch']}")
 

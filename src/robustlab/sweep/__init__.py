@@ -15,6 +15,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.outputs import check_out_folder
 from robustlab.sweep.deadline import StartDeadline, describe_deadline, parse_deadline
+from robustlab.sweep.estimate import share_left
 from robustlab.sweep.study import Study, Trial, expand_study, load_study, select_trials
 from robustlab.report.table import study_claims, study_rows, write_study_table
 from robustlab.core.layout import DONE, trial_dir, trial_status
@@ -40,7 +41,6 @@ def trial_cost(config: dict) -> float:
 
 def cost_left(study_dir: Path, trial: Trial) -> float:
     """:func:`trial_cost` times the share of the trial's epochs still to run (a trial resumed near its end is cheap)."""
-    from robustlab.sweep.estimate import share_left
     return trial_cost(trial.config) * share_left(trial_dir(study_dir, trial.name), int(trial.config["train"]["epochs"]))
 
 

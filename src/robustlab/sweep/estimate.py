@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from robustlab.core.checkpoint import history_seconds
 from robustlab.core.io import read_json, read_jsonl
 from robustlab.core.layout import trial_dir
 from robustlab.sweep.study import Trial
@@ -29,8 +30,7 @@ def trial_seconds(run_dir: Path) -> float | None:
         rows = read_jsonl(run_dir / "metrics.jsonl")
     except (OSError, ValueError):
         rows = []
-    epochs = sum(float(r.get("seconds") or 0) + float(r.get("eval_seconds") or 0) for r in rows)
-    return max(float(res.get("train_seconds") or 0), epochs) or None
+    return max(float(res.get("train_seconds") or 0), history_seconds(rows)) or None
 
 
 def epochs_done(run_dir: Path) -> int:
