@@ -90,6 +90,29 @@ def test_evaluate_tensors_directly():
         assert other["clean_acc"] == res["clean_acc"] and 0 <= other["robust_acc"] <= other["clean_acc"]
 
 
+def test_sanity_flags_are_kept_in_the_state_and_reused(tmp_path, monkeypatch):
+    """Evaluating again with the same state (a study evaluated as more of its runs end) reuses the sanity flags
+    instead of rerunning them; another --sanity count, or no state file, runs them."""
+    from helpers import trained_synthetic_model
+    import robustlab.eval.library as library
+    model, x, y = trained_synthetic_model()
+    state = tmp_path / "e.state.json"
+    kw = dict(n=64, attack={"name": "pgd", "steps": 3, "restarts": 1}, eps=0.1, sanity=32, state_path=state)
+    first = library.evaluate_model(model, x, y, **kw)
+    assert {f["check"] for f in first["sanity"]} >= {"eps_monotone", "large_eps", "more_iterations"}
+    assert json.loads(state.read_text())["sanity"]["n"] == 32
+    calls = []
+    real = library.sanity_checks
+    monkeypatch.setattr(library, "sanity_checks", lambda *a, **k: calls.append(k["n"]) or real(*a, **k))
+    again = library.evaluate_model(model, x, y, **kw)
+    assert calls == [] and again["sanity"] == first["sanity"] and again["sanity_seconds"] == first["sanity_seconds"]
+    other = library.evaluate_model(model, x, y, **{**kw, "sanity": 16})
+    assert calls == [16] and json.loads(state.read_text())["sanity"]["n"] == 16
+    assert other["robust_acc"] == first["robust_acc"]           # the cascade itself resumed, untouched
+    library.evaluate_model(model, x, y, **{**kw, "state_path": None})
+    assert calls == [16, 32]
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--model", "mypkg.nets:build", "--weights", "w.safetensors", "--out", "x.json"], "--data: required with --model"),
     (["--model", "mypkg.nets", "--data", "mnist5k", "--out", "x.json"], "--model: got 'mypkg.nets'; expected package.module:builder"),

@@ -95,7 +95,7 @@ def test_failing_trial_is_recorded_and_others_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robustlab", "eval", str(tmp_path / "s"), "--steps", "3",
                            "--restarts", "1", "--n", "64", "--sanity", "32"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "failed, not ended; skipped" in proc.stdout and "no best checkpoint; skipped" not in proc.stdout
+    assert "skipped 1 trial(s) not ended: 1 failed (" in proc.stdout and "no best checkpoint; skipped" not in proc.stdout
     rows = list(csv.DictReader((tmp_path / "s" / "table.csv").open()))
     done = [r for r in rows if r["status"] == "finished"]
     assert len(done) == 2 and all(r["eval_protocol"] == "PGD-3-1" for r in rows)
@@ -146,13 +146,22 @@ def test_study_eval_skips_runs_that_have_not_ended(tmp_path, capsys):
             "--sanity", "0"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"{study.trials[1].name}: interrupted, not ended; skipped" in out and study.trials[0].name + " [last]" in out
+    assert f"skipped 1 trial(s) not ended: 1 interrupted ({study.trials[1].name})" in out and study.trials[0].name + " [last]" in out
     rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
     assert rows[study.trials[0].name]["eval_last_robust_acc"] != "" and rows[study.trials[1].name]["eval_last_robust_acc"] == ""
     write_json(cut, ended)
     assert main(args) == 0
     rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
     assert all(r["eval_last_robust_acc"] != "" for r in rows.values())
+
+
+def test_long_commands_write_their_progress_lines_as_they_come():
+    """`nohup robustlab eval STUDY > log`: stdout to a file is block-buffered by Python, so a study evaluation's lines
+    reached the log only at its end; the long-running commands switch their stdout to line buffering."""
+    code = ("import sys; from robustlab.cli import main; before = sys.stdout.line_buffering; "
+            "rc = main(['eval', 'no-such-run']); sys.stderr.write(f'{before} {sys.stdout.line_buffering} {rc}')")
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.strip().endswith("False True 2"), proc.stderr
 
 
 def _comparable(rows):

@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     if args.command in ("train", "eval", "sweep", "demo", "transfer", "sharpness", "data"):   # a kill (SIGTERM) stops like Ctrl-C: state recorded
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        if hasattr(sys.stdout, "reconfigure"):   # `nohup robustlab eval ... > log`: progress lines reach the file as they come
+            sys.stdout.reconfigure(line_buffering=True)
     try:
         return args.func(args)
     except (ConfigError, DataError) as exc:

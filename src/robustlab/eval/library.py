@@ -22,7 +22,7 @@ from robustlab.attacks.modes import attack_mode
 from robustlab.config import DataConfig
 from robustlab.core.digest import tensors_digest, weights_digest
 from robustlab.core.errors import ConfigError
-from robustlab.core.io import write_json, write_text
+from robustlab.core.io import read_json, write_json, write_text
 from robustlab.core.runtime import autocast_factory, resolve_device
 from robustlab.core.schema import build, parse_number
 from robustlab.data import DATASETS, build_data, to_float
@@ -155,10 +155,27 @@ def evaluate_model(model: nn.Module | LoadedModel, x: torch.Tensor | None = None
         out["autoattack_acc"] = res["robust_acc"] if proto_cfg.name == "autoattack" else None
         out.update(protocol.notes())
     out["seconds"] = time.perf_counter() - t0
-    out["sanity"] = sanity_checks(net, x, y, eps, norm, n=sanity, batch_size=batch_size, cascade=res,
-                                  log=log) if sanity else []
-    out["sanity_seconds"] = time.perf_counter() - t0 - out["seconds"]
+    out["sanity"], out["sanity_seconds"] = checked_sanity(net, x, y, eps, norm, sanity, batch_size, res, state_path, log)
     return out
+
+
+def checked_sanity(net, x, y, eps, norm, sanity: int, batch_size: int, cascade: dict, state_path, log) -> tuple[list, float]:
+    """The sanity flags on the first ``sanity`` points and the seconds they took. With a state file they are kept in
+    it beside the cascade's flags (whose key, checked by run_cascade, pins the weights, points, eps and protocol),
+    so evaluating again, e.g. a whole study as more of its runs end, reuses them instead of rerunning their 440
+    attack iterations per point."""
+    path = Path(state_path) if state_path else None
+    state = read_json(path) if path is not None and path.is_file() else {}
+    kept = state.get("sanity")
+    if sanity and isinstance(kept, dict) and kept.get("n") == sanity:
+        log(f"sanity checks: kept in {path} (from the first evaluation of these weights and points)")
+        return kept["flags"], kept["seconds"]
+    t0 = time.perf_counter()
+    flags = sanity_checks(net, x, y, eps, norm, n=sanity, batch_size=batch_size, cascade=cascade, log=log) if sanity else []
+    seconds = time.perf_counter() - t0
+    if sanity and path is not None:
+        write_json(path, {**state, "sanity": {"n": sanity, "flags": flags, "seconds": seconds}})
+    return flags, seconds
 
 
 def write_result(out: dict, dest: str | Path) -> dict:

@@ -27,6 +27,16 @@ def evaluation_key(protocol: str, n: int) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(protocol).lower()).strip("_") + f"_n{n}"
 
 
+def not_ended_line(not_ended: dict[str, list[str]]) -> str:
+    """One line for the trials a study evaluation skipped, by status: pending ones counted, the others (running,
+    interrupted, failed: the few a user may want to look at) named."""
+    parts = [f"{len(names)} {status}" + ("" if status == "pending" else f" ({', '.join(names)})")
+             for status, names in sorted(not_ended.items())]
+    n = sum(len(names) for names in not_ended.values())
+    return (f"skipped {n} trial(s) not ended: {'; '.join(parts)} (evaluate again once they have ended: "
+            "their checkpoints are not their results)")
+
+
 def eval_study(req, log=print) -> dict:
     """Every ended trial's (finished or diverged) best and last checkpoints (or ``req.checkpoint``'s) evaluated as
     ``req`` (an EvalRequest) asks; trials still pending, running, interrupted or failed are skipped, so a claim study
@@ -38,12 +48,12 @@ def eval_study(req, log=print) -> dict:
         raise ConfigError("--out: a study is evaluated into each trial's eval/ folder; drop --out")
     study_dir = Path(req.path)
     manifest = load_manifest(study_dir)
-    files, protocol = {}, None
+    files, protocol, not_ended = {}, None, {}
     for t in manifest["trials"]:
         run = trial_dir(study_dir, t["name"])
         status = trial_status(study_dir, t["name"])
         if status not in DONE:      # a running or interrupted run's checkpoints are not its result
-            log(f"{t['name']}: {status}, not ended; skipped (evaluate it again once it has ended)")
+            not_ended.setdefault(status, []).append(t["name"])
             continue
         for which in ((req.checkpoint,) if req.checkpoint else CHECKPOINTS):
             if not (run / "checkpoints" / f"{which}.pt").is_file():
@@ -55,6 +65,8 @@ def eval_study(req, log=print) -> dict:
             flags = [f["check"] for f in res["sanity"] if not f["passed"]]
             log(f"{t['name']} [{which}]: clean {res['clean_acc']:.4f} robust {res['robust_acc']:.4f}"
                 + (f"  FLAGS: {', '.join(flags)}" if flags else ""))
+    if not_ended:
+        log(not_ended_line(not_ended))
     summary = {"protocol": protocol, "threat_model": req.norm, "eps": req.eps, "n": req.n, "files": files}
     path = study_dir / "study_eval.json"
     evaluations = (read_json(path).get("evaluations") or {}) if path.is_file() else {}
