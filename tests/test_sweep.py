@@ -13,7 +13,7 @@ import yaml
 from robustlab.config import ConfigError
 from robustlab.core.io import read_jsonl
 from robustlab.sweep import expand_study, load_study, run_sweep
-from robustlab.sweep.claims import claim
+from robustlab.core.locks import claim
 
 TINY_BASE = {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
              "model": {"name": "wong_mnist"}, "method": {"name": "fgsm", "eps": 0.1},
@@ -46,6 +46,11 @@ def test_expansion_names_and_order():
     (tiny_study(grid={"seed": [0, 0]}), "same config as an earlier trial"),
     (tiny_study(resources={"tpus": 1}), "study.resources.tpus"),
     (tiny_study(workers=0), "study.workers: got 0"),
+    (tiny_study(evaluations={"n": 5}), "study.evaluations: got {'n': 5}; expected a list of mappings"),
+    (tiny_study(evaluations=[{"points": 5}]), "study.evaluations[0].points: unknown key; allowed: alpha, attack,"),
+    (tiny_study(evaluations=[{"checkpoint": "swa"}]), "study.evaluations[0].checkpoint: got 'swa'; allowed: best, last"),
+    (tiny_study(evaluations=[{}, {"attack": "apgd"}]), "study.evaluations[1].attack: got 'apgd'; allowed: autoattack, fgsm, pgd"),
+    (tiny_study(evaluations=[{"n": 0}]), "study.evaluations[0].n: got 0; must be an integer >= 1"),
 ])
 def test_study_errors(raw, needle):
     with pytest.raises(ConfigError, match=None) as info:
@@ -153,6 +158,41 @@ def test_study_eval_skips_runs_that_have_not_ended(tmp_path, capsys):
     assert main(args) == 0
     rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
     assert all(r["eval_last_robust_acc"] != "" for r in rows.values())
+
+
+def test_a_study_s_evaluations_run_after_its_trials_and_feed_its_claims(tmp_path, capsys):
+    """`evaluations:` in a study file: `robustlab sweep` trains, then evaluates every ended trial as `robustlab eval
+    STUDY_DIR` would, then judges the claims on the evaluation's columns, in one command. A second process that ends
+    at the same time leaves a trial another holds to it, and the study's evaluation record keeps earlier files."""
+    from robustlab.cli import main
+    from robustlab.core.io import read_json
+    from robustlab.core.locks import study_locks
+    from robustlab.eval.command import EvalRequest
+    from robustlab.eval.study import eval_study
+    raw = tiny_study(list=[{"label": "tiny"}], grid={"seed": [0, 1]},
+                     evaluations=[{"checkpoint": "last", "steps": 2, "restarts": 1, "n": 32, "sanity": 0, "threads": 1}],
+                     claims=[{"says": "robust after the evaluation", "group": "tiny",   # no figure, no run meets it
+                              "metric": "eval_pgd_2_1_n32_last_clean_acc", "min": 0.0, "at_least": 1.0}])
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "s"), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
+    assert len(rows) == 2 and all(r["eval_pgd_2_1_n32_last_robust_acc"] != "" for r in rows.values())
+    assert "evaluation: pgd on 32 points, checkpoint last" in out and "claim HOLDS: robust after the evaluation: 2 of 2" in out
+    names = sorted(rows)
+    with claim(study_locks(tmp_path / "s"), names[0]) as mine:     # another process holds trial 0
+        assert mine
+        eval_study(EvalRequest(path=str(tmp_path / "s"), checkpoint="last", attack={"name": "pgd", "steps": 2,
+                                                                                    "restarts": 1}, n=32, sanity=0),
+                   log=lambda s: print(s))
+    assert f"left 1 trial(s) to the process that holds them (evaluating them now): {names[0]}" in capsys.readouterr().out
+    record = read_json(tmp_path / "s" / "study_eval.json")["evaluations"]["pgd_2_1_n32"]["files"]
+    assert sorted(record) == names          # trial 0's file is kept from the sweep's evaluation
+    bad = dict(raw, evaluations=[{"attack": "autoattack", "steps": 5}])
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["sweep", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")]) == 2
+    assert "--steps: the autoattack protocol does not take it" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()                     # refused before any training
 
 
 def test_long_commands_write_their_progress_lines_as_they_come():
@@ -450,7 +490,7 @@ def test_a_sweep_with_a_deadline_starts_no_trial_it_cannot_finish_and_a_rerun_ru
 
 
 def test_is_claimed_sees_a_live_holder_and_writes_nothing(tmp_path):
-    from robustlab.sweep.claims import is_claimed
+    from robustlab.core.locks import is_claimed
     assert not is_claimed(tmp_path, "t")                          # no lock file: nobody ever ran it
     with claim(tmp_path, "t") as mine:
         assert mine and is_claimed(tmp_path, "t")

@@ -50,6 +50,17 @@ class EvalRequest:
         return cls(**given, attack=attack_mapping(getattr(args, "attack", None) or "pgd", settings))
 
 
+def study_requests(evaluations: list[dict]) -> list[tuple[EvalRequest, int]]:
+    """A study file's ``evaluations:`` (robustlab.sweep.evaluations: key names and ranges checked) as requests and
+    their torch thread counts; a protocol setting the protocol does not take is refused here, before any training."""
+    import types
+    out = []
+    for entry in evaluations:
+        given = {k: v for k, v in entry.items() if k != "threads"}
+        out.append((EvalRequest.from_args(types.SimpleNamespace(**given)), int(entry.get("threads", 0))))
+    return out
+
+
 def attack_mapping(name: str, settings: dict) -> dict:
     """The protocol mapping for ``--attack name`` and the settings given on the command line (None: not given). A
     setting the protocol does not take (``--steps`` with autoattack) is a contradiction, refused with one line."""

@@ -18,6 +18,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.io import read_json, write_json
 from robustlab.core.layout import is_study_dir, load_manifest  # noqa: F401  (is_study_dir: used by the CLI)
 from robustlab.core.layout import DONE, trial_dir, trial_status
+from robustlab.core.locks import claim, hold, study_locks
 
 CHECKPOINTS = ("best", "last")
 
@@ -37,42 +38,57 @@ def not_ended_line(not_ended: dict[str, list[str]]) -> str:
             "their checkpoints are not their results)")
 
 
+def evaluate_trial(req, run: Path, log):
+    """Yield (checkpoint, result) for each of ``req``'s checkpoints (best and last by default) that the trial has."""
+    from robustlab.eval.command import run_eval
+    for which in ((req.checkpoint,) if req.checkpoint else CHECKPOINTS):
+        if not (run / "checkpoints" / f"{which}.pt").is_file():
+            log(f"{run.name}: no {which} checkpoint; skipped")
+            continue
+        res = run_eval(dataclasses.replace(req, path=str(run), checkpoint=which), log=lambda s: None)
+        flags = [f["check"] for f in res["sanity"] if not f["passed"]]
+        log(f"{run.name} [{which}]: clean {res['clean_acc']:.4f} robust {res['robust_acc']:.4f}"
+            + (f"  FLAGS: {', '.join(flags)}" if flags else ""))
+        yield which, res
+
+
 def eval_study(req, log=print) -> dict:
     """Every ended trial's (finished or diverged) best and last checkpoints (or ``req.checkpoint``'s) evaluated as
     ``req`` (an EvalRequest) asks; trials still pending, running, interrupted or failed are skipped, so a claim study
     run over several sessions can be evaluated as its runs end."""
-    from robustlab.eval.command import run_eval
     from robustlab.report.study import write_study_report
     from robustlab.report.table import write_study_table
     if req.out:
         raise ConfigError("--out: a study is evaluated into each trial's eval/ folder; drop --out")
     study_dir = Path(req.path)
     manifest = load_manifest(study_dir)
-    files, protocol, not_ended = {}, None, {}
+    files, protocol, not_ended, busy = {}, None, {}, []
     for t in manifest["trials"]:
-        run = trial_dir(study_dir, t["name"])
         status = trial_status(study_dir, t["name"])
         if status not in DONE:      # a running or interrupted run's checkpoints are not its result
             not_ended.setdefault(status, []).append(t["name"])
             continue
-        for which in ((req.checkpoint,) if req.checkpoint else CHECKPOINTS):
-            if not (run / "checkpoints" / f"{which}.pt").is_file():
-                log(f"{t['name']}: no {which} checkpoint; skipped")
+        with claim(study_locks(study_dir), t["name"]) as mine:   # two sweeps ending together share the work
+            if not mine:
+                busy.append(t["name"])
                 continue
-            res = run_eval(dataclasses.replace(req, path=str(run), checkpoint=which), log=lambda s: None)
-            protocol = res["protocol"]
-            files.setdefault(t["name"], {})[which] = str(Path(res["written_to"]).relative_to(run))
-            flags = [f["check"] for f in res["sanity"] if not f["passed"]]
-            log(f"{t['name']} [{which}]: clean {res['clean_acc']:.4f} robust {res['robust_acc']:.4f}"
-                + (f"  FLAGS: {', '.join(flags)}" if flags else ""))
+            for which, res in evaluate_trial(req, trial_dir(study_dir, t["name"]), log):
+                protocol = res["protocol"]
+                files.setdefault(t["name"], {})[which] = str(Path(res["written_to"]).relative_to(trial_dir(study_dir, t["name"])))
     if not_ended:
         log(not_ended_line(not_ended))
+    if busy:
+        log(f"left {len(busy)} trial(s) to the process that holds them (evaluating them now): {', '.join(busy)}")
     summary = {"protocol": protocol, "threat_model": req.norm, "eps": req.eps, "n": req.n, "files": files}
     path = study_dir / "study_eval.json"
-    evaluations = (read_json(path).get("evaluations") or {}) if path.is_file() else {}
-    if protocol is not None:
-        evaluations[evaluation_key(protocol, req.n)] = dict(summary)
-    write_json(path, {**summary, "evaluations": evaluations})
+    with hold(study_locks(study_dir), "study_eval"):      # read-modify-write: another process may write it too
+        evaluations = (read_json(path).get("evaluations") or {}) if path.is_file() else {}
+        if protocol is not None:
+            key = evaluation_key(protocol, req.n)
+            kept = (evaluations.get(key) or {}).get("files") or {}
+            summary["files"] = {**kept, **{name: {**kept.get(name, {}), **which} for name, which in files.items()}}
+            evaluations[key] = dict(summary)
+        write_json(path, {**summary, "evaluations": evaluations})
     write_study_table(study_dir)
     summary["report"] = str(write_study_report(study_dir) / "report.html")
     return summary

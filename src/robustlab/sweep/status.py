@@ -3,7 +3,7 @@ trial's state, the live ones' epoch and latest test accuracies, the time its unf
 (:mod:`robustlab.sweep.estimate`) and, when the study has claims, their counts so far.
 
 A trial whose results say ``running`` is *running* only while a process holds its claim
-(:func:`robustlab.sweep.claims.is_claimed`); otherwise its process died before it could record the end
+(:func:`robustlab.core.locks.is_claimed`); otherwise its process died before it could record the end
 (SIGKILL, power loss): *stopped*, and the next sweep resumes it like an interrupted one.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from robustlab.core.io import read_jsonl
 from robustlab.core.layout import load_manifest, trial_dir, trial_status
-from robustlab.sweep.claims import is_claimed
+from robustlab.core.locks import is_claimed, study_locks
 from robustlab.sweep.estimate import epochs_done, seconds_left
 from robustlab.sweep.study import Trial
 
@@ -24,7 +24,7 @@ ORDER = ("finished", "diverged", "running", "stopped", "interrupted", "failed", 
 
 def trial_state(study_dir: Path, name: str) -> str:
     status = trial_status(study_dir, name)
-    if status == "running" and not is_claimed(study_dir / ".locks", name):
+    if status == "running" and not is_claimed(study_locks(study_dir), name):
         return "stopped"
     return status
 

@@ -14,6 +14,8 @@ Study file (YAML)::
       - {label: PGD-5-AT, method.name: pgd, method.steps: 5}   # label: optional group name
     resources: {cpus: 1, gpus: 0}      # what each trial asks of the executor
     workers: 2                         # default for --workers
+    claims: [...]                      # optional: what the runs must show (robustlab.report.claims)
+    evaluations: [{checkpoint: last, n: 500}]   # optional: run after the trials (robustlab.sweep.evaluations)
 
 Every trial's config is validated when the study is expanded, before any work starts. Trials are
 named readably from their overrides (``003-name-fgsm_eps-0.1_seed-0``).
@@ -30,8 +32,9 @@ from pathlib import Path
 from robustlab.config import ConfigError, config_from_dict, load_config
 from robustlab.core.yamlio import read_yaml
 from robustlab.report.claims import parse_claims
+from robustlab.sweep.evaluations import parse_evaluations
 
-STUDY_KEYS = {"name", "title", "base", "overrides", "grid", "list", "resources", "workers", "claims"}
+STUDY_KEYS = {"name", "title", "base", "overrides", "grid", "list", "resources", "workers", "claims", "evaluations"}
 LABEL = "label"  # a list entry may name itself (e.g. label: FGSM-AT); it is not a config key
 
 
@@ -55,6 +58,7 @@ class Study:
     source: str = ""
     title: str = ""
     claims: list = field(default_factory=list)   # raw claim mappings (robustlab.report.claims), checked at expansion
+    evaluations: list = field(default_factory=list)   # robustlab.sweep.evaluations, checked at expansion
 
     def fingerprint(self) -> str:
         blob = json.dumps([t.to_dict() for t in self.trials], sort_keys=True)
@@ -63,6 +67,7 @@ class Study:
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "keys": self.keys, "resources": self.resources, "workers": self.workers,
                 "source": self.source, "fingerprint": self.fingerprint(), "claims": self.claims,
+                "evaluations": self.evaluations,
                 "trials": [t.to_dict() for t in self.trials]}
 
 
@@ -138,7 +143,7 @@ def expand_study(raw: dict, base_dir: Path = Path("."), source: str = "") -> Stu
             trials.append(Trial(name, over, cfg))
     parse_claims(raw.get("claims"))
     return Study(str(raw.get("name") or Path(source).stem or "study"), trials, keys, resources, workers, source,
-                 str(raw.get("title") or ""), list(raw.get("claims") or []))
+                 str(raw.get("title") or ""), list(raw.get("claims") or []), parse_evaluations(raw.get("evaluations")))
 
 
 def load_study(path: str | Path) -> Study:

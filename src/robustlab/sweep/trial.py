@@ -11,7 +11,7 @@ from pathlib import Path
 
 from robustlab.core.io import write_json, write_text
 from robustlab.core.layout import DONE, trial_dir, trial_status
-from robustlab.sweep.claims import claim
+from robustlab.core.locks import claim, study_locks
 
 
 def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | None = None,
@@ -24,7 +24,7 @@ def run_trial(study_dir: str | Path, name: str, config: dict, threads: int | Non
     study_dir = Path(study_dir)
     run = trial_dir(study_dir, name)
     t0 = time.perf_counter()
-    with claim(study_dir / ".locks", name) as mine:
+    with claim(study_locks(study_dir), name) as mine:
         if not mine:
             return {"name": name, "status": "claimed", "seconds": 0.0}
         if (status := trial_status(study_dir, name)) in DONE:

@@ -1,4 +1,5 @@
-"""Atomic trial claims: an exclusive, non-blocking ``flock`` on ``STUDY/.locks/<trial>.lock``.
+"""Atomic claims on a study's trials: an exclusive, non-blocking ``flock`` on ``STUDY/.locks/<trial>.lock``, held by
+whoever trains or evaluates the trial; and a blocking one (:func:`hold`) for a short read-modify-write of a shared file.
 
 The operating system releases the lock when its holder exits for any reason, SIGKILL included, so a
 claim can never go stale: a rerun claims an interrupted trial again and resumes it from its checkpoint,
@@ -11,6 +12,11 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def study_locks(study_dir: str | Path) -> Path:
+    """The folder of a study's lock files."""
+    return Path(study_dir) / ".locks"
 
 
 @contextmanager
@@ -47,3 +53,19 @@ def is_claimed(lock_dir: Path, name: str) -> bool:
     finally:
         os.close(fd)          # closing the descriptor releases a lock this probe took
     return False
+
+
+@contextmanager
+def hold(lock_dir: Path, name: str):
+    """Wait for, then hold, the exclusive lock ``name`` (a short critical section, e.g. updating a study-wide file
+    that several processes write)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
