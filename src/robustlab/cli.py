@@ -110,23 +110,15 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    import functools
+
     from robustlab.eval.command import study_requests
+    from robustlab.eval.study import run_study_evaluations
     from robustlab.sweep import load_study, run_sweep
 
     study = load_study(args.study)
     requests = study_requests(study.evaluations)      # checked before any training
-
-    def evaluate(study_dir, evaluations) -> None:
-        """The study file's evaluations, each over every ended trial (robustlab eval STUDY_DIR)."""
-        import dataclasses
-
-        from robustlab.core.runtime import set_threads
-        from robustlab.eval.study import eval_study
-        for req, threads in requests:
-            set_threads(threads)
-            print(f"evaluation: {req.attack['name']} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}")
-            eval_study(dataclasses.replace(req, path=str(study_dir)))
-
+    evaluate = functools.partial(run_study_evaluations, requests=requests) if requests else None
     summary = run_sweep(study, args.out, args.workers, args.backend, args.address, select=args.select,
                         deadline=args.deadline, evaluate=evaluate)
     return 0 if summary["selected_finished"] == summary["selected"] else 1

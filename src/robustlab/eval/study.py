@@ -72,9 +72,10 @@ def eval_study(req, log=print) -> dict:
             if not mine:
                 busy.append(t["name"])
                 continue
-            for which, res in evaluate_trial(req, trial_dir(study_dir, t["name"]), log):
+            run = trial_dir(study_dir, t["name"])
+            for which, res in evaluate_trial(req, run, log):
                 protocol = res["protocol"]
-                files.setdefault(t["name"], {})[which] = str(Path(res["written_to"]).relative_to(trial_dir(study_dir, t["name"])))
+                files.setdefault(t["name"], {})[which] = str(Path(res["written_to"]).relative_to(run))
     if not_ended:
         log(not_ended_line(not_ended))
     if busy:
@@ -92,3 +93,13 @@ def eval_study(req, log=print) -> dict:
     write_study_table(study_dir)
     summary["report"] = str(write_study_report(study_dir) / "report.html")
     return summary
+
+
+def run_study_evaluations(study_dir, requests, log=print) -> None:
+    """A study file's evaluations (``(EvalRequest, threads)`` pairs, robustlab.eval.command.study_requests), each over
+    every ended trial; what ``robustlab sweep`` runs after the trials."""
+    from robustlab.core.runtime import set_threads
+    for req, threads in requests:
+        set_threads(threads)
+        log(f"evaluation: {req.attack['name']} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}")
+        eval_study(dataclasses.replace(req, path=str(study_dir)), log=log)
