@@ -1,7 +1,11 @@
-"""Small trained models shared by tests (trained once per session, seconds on CPU)."""
+"""Small trained models shared by tests (trained once per session, seconds on CPU), and a run cut by SIGKILL."""
 from __future__ import annotations
 
 import functools
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,3 +44,12 @@ def trained_synthetic_model(seed: int = 0):
     for p in model.parameters():
         p.grad = None
     return model, test.x, test.y
+
+
+def train_killed_at(config_path, run_dir, epoch: int, step: int, env: dict | None = None) -> None:
+    """``robustlab train CONFIG --out RUN_DIR`` SIGKILLed after optimiser step ``step`` of epoch ``epoch`` (1-based;
+    tests/sigkill_at.py): a crash at a known point, whatever the machine's speed."""
+    killer = Path(__file__).resolve().parent / "sigkill_at.py"
+    proc = subprocess.run([sys.executable, str(killer), str(epoch), str(step), "train", str(config_path),
+                           "--out", str(run_dir)], capture_output=True, env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-3000:]

@@ -151,7 +151,9 @@ def test_comparison_pairs_runs_by_seed_and_kernel_path():
             r("A", 3, "DEFAULT", 0.99, 0.95), r("B", 3, "DEFAULT", 0.9, 0.9), r("C", 3, "DEFAULT", 0.9, 0.9, "running"),
             r("A", 4, "DEFAULT", 0.99, 0.95), r("B", 4, "DEFAULT", 0.9, 0.9), r("C", 4, "DEFAULT", 0.9, 0.9)]  # met
     res = evaluate_claims([claim], rows)[0]
-    assert res["paths"] == {"AVX2": (1, 2), "DEFAULT": (1, 5)} and not res["holds"]
+    # seed 3's C is still running: that A run awaits it (pending), it is no miss
+    assert res["paths"] == {"AVX2": (1, 2), "DEFAULT": (1, 4)} and not res["holds"]
+    assert (res["pending"], res["awaiting"]) == (1, 1)
     assert claim.rule() == ("clean above B and C, robust not below B and C (same seed and kernel path); "
                             "in >= 50% of the runs on every kernel path")
     # seeds as read back from CSV (floats) pair with integer seeds
@@ -217,3 +219,31 @@ def test_a_claim_with_runs_to_come_reads_as_open_or_so_far():
     assert verdict_word(none_ended) == "open"
     done = evaluate_claims([co], [row for row in ROWS if row.get("status") in ("finished", "diverged")])[0]
     assert verdict_word(done) == "holds"
+
+
+def test_a_run_awaiting_its_partner_or_its_evaluation_is_pending_not_a_miss():
+    """A study run in parts: a finished run whose partner has not started (no kernel path yet), whose partner lacks
+    the study evaluation's figure, or which lacks it itself, is counted when the figures are in; a partner that
+    diverged or does not exist is a miss."""
+    (claim,) = parse_claims([{"says": "A is cleaner than B", "group": "A", "versus": ["B"],
+                              "above": ["eval_pgd_n500_last_clean_acc"], "at_least": 0.5}])
+
+    def r(label, seed, path, clean, status="finished"):
+        return {"label": label, "seed": seed, "kernel_path": path, "eval_pgd_n500_last_clean_acc": clean,
+                "status": status}
+    rows = [r("A", 0, "AVX2", 0.5), r("B", 0, "AVX2", 0.4),                 # met
+            r("A", 1, "AVX2", 0.5), r("B", 1, None, None, "pending"),       # partner not started: awaiting
+            r("A", 2, "AVX2", 0.5), r("B", 2, "AVX2", None),                # partner not evaluated: awaiting
+            r("A", 3, "AVX2", None), r("B", 3, "AVX2", 0.4),                # own evaluation to come: awaiting
+            r("A", 4, "AVX2", 0.5), r("B", 4, "AVX2", None, "diverged"),    # partner diverged: a miss
+            r("A", 5, "AVX2", 0.5),                                         # no partner at all: a miss
+            r("A", 6, "AVX2", None, "pending")]                             # not ended
+    res = evaluate_claims([claim], rows)[0]
+    assert res["paths"] == {"AVX2": (1, 3)} and (res["pending"], res["awaiting"]) == (4, 3)
+    assert count_text(res) == ("1 of 3 runs (AVX2 1/3), 1 not ended, "
+                               "3 ended awaiting a partner's run or an evaluation")
+    # the figures come in: every run counts
+    rows[3].update(kernel_path="AVX2", status="finished", eval_pgd_n500_last_clean_acc=0.45)
+    rows[5]["eval_pgd_n500_last_clean_acc"] = 0.6
+    rows[6]["eval_pgd_n500_last_clean_acc"] = 0.45
+    assert evaluate_claims([claim], rows)[0]["paths"] == {"AVX2": (3, 6)}

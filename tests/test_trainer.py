@@ -15,6 +15,8 @@ from robustlab.engine import Trainer, train
 from robustlab.core.io import load_torch, read_jsonl
 from robustlab.methods.adversarial import FGSMTraining
 
+from helpers import train_killed_at
+
 TIMING = {"seconds", "eval_seconds"}
 
 
@@ -153,14 +155,9 @@ def test_sigkill_mid_run_then_resume_matches(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "robustlab", "train", str(path), "--out"]
     subprocess.run(cmd + [str(tmp_path / "ref")], check=True, capture_output=True)
-    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_killed_at(path, tmp_path / "cut", epoch=2, step=7)         # inside epoch 2
     metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(read_jsonl(metrics) if metrics.exists() else []) < 1:
-        time.sleep(0.02)
-    time.sleep(0.4)  # somewhere inside epoch 2
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert len(read_jsonl(metrics)) == 1
     assert json.loads((tmp_path / "cut" / "results.json").read_text())["status"] == "running"
     subprocess.run(cmd + [str(tmp_path / "cut")], check=True, capture_output=True)
     assert comparable(read_jsonl(metrics)) == comparable(read_jsonl(tmp_path / "ref" / "metrics.jsonl"))

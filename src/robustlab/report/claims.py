@@ -22,7 +22,9 @@ must meet and the fraction of runs that must meet it **on every kernel path** th
         not_below: [final_robust_acc]   # columns where it must be at least as high
         at_least: 0.8
 
-Runs count when they ended (finished or diverged); a diverged run meets a claim only through its verdict.
+Runs count when they ended (finished or diverged) and their figures are in; a diverged run meets a claim only through
+its verdict, and a finished run still waiting for an evaluation or for its comparison partner to end is counted as
+pending, not as a miss.
 :func:`evaluate_claims` gives, per claim, the count over all runs and per kernel path, and whether it holds; the
 study report puts these first, and ``benchmarks/claims_evidence.py`` turns recorded evidence into the figures of
 README and docs.
@@ -38,6 +40,7 @@ from robustlab.core.schema import build, resolve, spec
 
 VERDICTS = ("co", "failure", "none")
 ENDED = ("finished", "diverged")
+LATER = "eval_"     # columns filled after a run ends (``robustlab eval STUDY_DIR``); a blank one is still to come
 
 
 @dataclass
@@ -120,6 +123,9 @@ class Claim:
                     return False
         return True
 
+    def compared_columns(self) -> list[str]:
+        return list(self.above) + list(self.not_below) + list(self.below)
+
     def rule(self) -> str:
         parts = []
         if self.verdict:
@@ -160,31 +166,64 @@ def parse_claims(raw, key: str = "study.claims") -> list[Claim]:
 
 
 def evaluate_claims(claims: list[Claim], rows: list[dict]) -> list[dict]:
-    """Per claim: ``{"claim", "met", "runs", "paths": {path: (met, runs)}, "holds", "pending"}``. A claim holds when
-    every kernel path that has runs of its group meets ``at_least``; with no ended run it does not hold."""
+    """Per claim: ``{"claim", "met", "runs", "paths": {path: (met, runs)}, "holds", "pending", "awaiting"}``. A claim
+    holds when every kernel path that has runs of its group meets ``at_least``; with no counted run it does not hold.
+
+    An ended run is counted only when its figures are in: a finished run that lacks an evaluation column the claim
+    reads (``eval_*``, written by ``robustlab eval STUDY_DIR`` after the run), or whose comparison partner has not
+    ended (a row of that label and seed that has not ended, its kernel path still unknown or the same) or lacks a
+    compared evaluation column, is *awaiting* (counted in ``pending``, not as a miss). A partner with no row at all,
+    or a diverged one, is a miss: nothing will come. Other blank columns are facts (no ``lost_epoch``: robustness was
+    never lost) and are read as they are."""
     out = []
     by_pair = {(str(r.get("label")), *pair_key(r)): r for r in rows if r.get("status") in ENDED}
+    unended = {(str(r.get("label")), pair_key(r)[0], str(r.get("kernel_path") or "?"))
+               for r in rows if r.get("status") not in ENDED}
     for c in claims:
         group = [r for r in rows if str(r.get("label")) == c.group]
         ended = [r for r in group if r.get("status") in ENDED]
         paths: dict[str, list[int]] = {}
+        awaiting = 0
         for r in ended:
-            counts = paths.setdefault(str(r.get("kernel_path") or "?"), [0, 0])
             partners = {label: by_pair.get((label, *pair_key(r))) for label in c.versus}
+            if _awaiting(c, r, partners, unended):
+                awaiting += 1
+                continue
+            counts = paths.setdefault(str(r.get("kernel_path") or "?"), [0, 0])
             counts[0] += c.met_by(r, {k: v for k, v in partners.items() if v is not None})
             counts[1] += 1
         met = sum(k for k, _ in paths.values())
         holds = bool(paths) and all(k >= c.at_least * n for k, n in paths.values())
-        out.append({"claim": c, "met": met, "runs": len(ended), "paths": {p: tuple(v) for p, v in sorted(paths.items())},
-                    "holds": holds, "pending": len(group) - len(ended)})
+        out.append({"claim": c, "met": met, "runs": sum(n for _, n in paths.values()),
+                    "paths": {p: tuple(v) for p, v in sorted(paths.items())}, "holds": holds,
+                    "pending": len(group) - len(ended) + awaiting, "awaiting": awaiting})
     return out
+
+
+def _awaiting(claim: Claim, row: dict, partners: dict, unended: set) -> bool:
+    """Whether an ended run's figures for this claim are still to come (see :func:`evaluate_claims`)."""
+    own = [c for c in [b.metric for b in claim.all_bounds()] + claim.compared_columns() if c.startswith(LATER)]
+    if row.get("status") == "finished" and any(_number(row.get(c)) is None for c in own):
+        return True
+    seed, path = pair_key(row)
+    for label, partner in partners.items():
+        if partner is None:
+            if (label, seed, path) in unended or (label, seed, "?") in unended:
+                return True
+        elif partner.get("status") == "finished" and any(_number(partner.get(c)) is None
+                                                           for c in claim.compared_columns() if c.startswith(LATER)):
+            return True
+    return False
 
 
 def count_text(result: dict) -> str:
     """``9 of 10 runs (AVX2 5/5, DEFAULT 4/5)``."""
     per = ", ".join(f"{p} {k}/{n}" for p, (k, n) in result["paths"].items())
+    waiting = result.get("awaiting", 0)
+    not_ended = result["pending"] - waiting
     return f"{result['met']} of {result['runs']} runs" + (f" ({per})" if per else "") + (
-        f", {result['pending']} not ended" if result["pending"] else "")
+        f", {not_ended} not ended" if not_ended else "") + (
+        f", {waiting} ended awaiting a partner's run or an evaluation" if waiting else "")
 
 
 def verdict_word(result: dict, shout: bool = False) -> str:
