@@ -13,10 +13,10 @@ def model(**kw):
     return build_model(cfg, (3, 32, 32), 10)
 
 
-@pytest.mark.parametrize("name", ["preact_resnet18", "resnet18", "wide_resnet", "vgg", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["preact_resnet18", "resnet18", "wide_resnet", "vgg", "mobilenet_v2", "airbench"])
 def test_norm_layer_factory_swaps_every_normalisation_layer(name):
     extra = {"wide_resnet": {"depth": 10, "widen": 1}, "vgg": {"depth": 11, "width": 0.25},
-             "mobilenet_v2": {"width": 0.25}}.get(name, {})
+             "mobilenet_v2": {"width": 0.25}, "airbench": {"width": 0.25}}.get(name, {})
     default = model(name=name, **extra)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in default.modules())
     assert n_bn > 0
@@ -110,3 +110,28 @@ def test_resnet18_width(name):
     assert abs(count[0] - 11.17e6) < 0.01e6
     assert 0.24 < count[1] / count[0] < 0.26 and 0.06 < count[2] / count[0] < 0.065     # ~ w^2
     assert quarter[1].linear.in_features == 128 and half(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_airbench_has_the_layer_shapes_of_the_paper():
+    """airbench's eight layers: a 2x2 stem conv (24 channels, with bias) and three groups of two bias-free 3x3 convs
+    (64, 256, 256), each conv followed by BatchNorm, a bias-free linear classifier; the paper reports 1.97 M
+    parameters for airbench94 (whose stem has no BatchNorm: 48 fewer)."""
+    count = 3 * 4 * 24 + 24 + 2 * 24
+    c = 24
+    for out in (64, 256, 256):
+        count += conv_bn(c, out, 3) + conv_bn(out, out, 3)
+        c = out
+    count += 256 * 10
+    net = model(name="airbench")
+    assert sum(p.numel() for p in net.parameters()) == count == 1_972_840
+    x = torch.rand(2, 3, 32, 32)
+    assert net(x).shape == (2, 10)
+    # the logits are the classifier's output / 9, on a global max-pool of the last group's 3 x 3 map
+    body = net[1]
+    feats = body.groups(body.stem(net[0](x)))
+    assert feats.shape == (2, 256, 3, 3)
+    assert torch.allclose(net(x), body.classifier(feats.amax(dim=(2, 3))) / 9, atol=1e-6)
+    half = build_model(config_from_dict({"model": {"name": "airbench", "width": 0.5}}).model, (1, 28, 28), 10)
+    assert half(torch.rand(2, 1, 28, 28)).shape == (2, 10) and half[1].classifier.in_features == 128
+    with pytest.raises(ConfigError, match=r"model\.name: airbench needs images of at least 16 x 16; this data set's are 8 x 8"):
+        build_model(config_from_dict({"model": {"name": "airbench"}}).model, (1, 8, 8), 10)

@@ -15,6 +15,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.registry import Registry
 from robustlab.core.schema import component, spec
 from robustlab.models.normalize import DCTLowPass, Normalize
+from robustlab.models.airbench import MIN_SIDE, AirbenchNet
 from robustlab.models.families import VGG, MobileNetV2
 from robustlab.models.split_bn import SplitBatchNorm2d
 from robustlab.models.resnets import PreActResNet18, ResNet18, WideResNet
@@ -110,6 +111,18 @@ class MobileNetV2Config(ResNetConfig):
     width: float = spec(1.0, lo=0.0, lo_open=True, doc="channel multiplier (CPU twins: 0.25)")
 
 
+@dataclass
+class AirbenchConfig(ResNetConfig):
+    width: float = spec(1.0, lo=0.0, lo_open=True, doc="channel multiplier of the widths 24-64-256-256")
+
+
+def _airbench(cfg, c, k, s):
+    if s < MIN_SIDE:
+        raise ConfigError(f"model.name: airbench needs images of at least {MIN_SIDE} x {MIN_SIDE}; this data set's "
+                          f"are {s} x {s} (use wong_mnist or small_cnn)")
+    return AirbenchNet(c, k, cfg.width, norm_factory(cfg.norm_layer), s)
+
+
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelConfig)
 MODELS.register("wong_mnist")(lambda cfg, c, k, s: WongMNISTNet(c, k, s))
 MODELS.register("small_cnn")(lambda cfg, c, k, s: SmallCNN(c, k, s))
@@ -121,6 +134,7 @@ MODELS.register("wide_resnet", WideResNetConfig)(
 MODELS.register("vgg", VGGConfig)(lambda cfg, c, k, s: VGG(c, k, cfg.depth, cfg.width, norm_factory(cfg.norm_layer)))
 MODELS.register("mobilenet_v2", MobileNetV2Config)(
     lambda cfg, c, k, s: MobileNetV2(c, k, cfg.width, norm_factory(cfg.norm_layer)))
+MODELS.register("airbench", AirbenchConfig)(_airbench)
 
 
 def build_model(cfg, shape: tuple[int, int, int], num_classes: int, mean=None, std=None) -> nn.Module:
