@@ -195,6 +195,33 @@ def test_a_study_s_evaluations_run_after_its_trials_and_feed_its_claims(tmp_path
     assert not (tmp_path / "bad").exists()                     # refused before any training
 
 
+@pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
+def test_study_eval_in_two_processes_shares_the_trials_and_matches_one_process(tmp_path):
+    """`robustlab eval STUDY --workers 2`: two processes claim trials one by one, so every ended trial is evaluated
+    (none twice at once) and the table holds the figures one process gives on a copy of the same study."""
+    import shutil
+    run_sweep(expand_study(tiny_study(grid={"seed": [0, 1, 2]})), tmp_path / "s", log=lambda s: None)
+    shutil.copytree(tmp_path / "s", tmp_path / "one")
+    args = ["--checkpoint", "last", "--steps", "2", "--restarts", "1", "--n", "32", "--sanity", "0", "--threads", "1"]
+    cmd = [sys.executable, "-m", "robustlab", "eval"]
+    two = subprocess.run(cmd + [str(tmp_path / "s"), "--workers", "2", *args], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr
+    assert "[eval 1]" in two.stdout or "[eval 2]" in two.stdout
+    one = subprocess.run(cmd + [str(tmp_path / "one"), *args], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+
+    def figures(study):
+        return {r["trial"]: (r["eval_last_clean_acc"], r["eval_last_robust_acc"])
+                for r in csv.DictReader((study / "table.csv").open())}
+    got = figures(tmp_path / "s")
+    assert len(got) == 3 and all(v[1] != "" for v in got.values()) and got == figures(tmp_path / "one")
+    from robustlab.core.io import read_json
+    assert len(read_json(tmp_path / "s" / "study_eval.json")["evaluations"]["pgd_2_1_n32"]["files"]) == 3
+    bad = subprocess.run(cmd + [str(tmp_path / "s" / "trials" / sorted(got)[0]), "--workers", "2", *args],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--workers: got 2; must be >= 1, and above 1 only for a study folder" in bad.stderr
+
+
 def test_long_commands_write_their_progress_lines_as_they_come():
     """`nohup robustlab eval STUDY > log`: stdout to a file is block-buffered by Python, so a study evaluation's lines
     reached the log only at its end; the long-running commands switch their stdout to line buffering."""

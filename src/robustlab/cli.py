@@ -53,7 +53,7 @@ def train_summary(out: str, res: dict) -> str:
 def _cmd_eval(args) -> int:
     from robustlab.core.runtime import set_threads
     from robustlab.eval.command import EvalRequest, run_eval
-    from robustlab.eval.study import eval_study, is_study_dir
+    from robustlab.eval.study import eval_study_in_processes, is_study_dir
 
     if args.threads < 0:
         from robustlab.core.errors import ConfigError
@@ -63,8 +63,13 @@ def _cmd_eval(args) -> int:
         from robustlab.core.errors import ConfigError
         raise ConfigError("eval: give a run folder, checkpoint or study folder, or --model package.module:builder (not both)")
     req = EvalRequest.from_args(args)
-    if args.path is not None and is_study_dir(args.path):
-        summary = eval_study(req)
+    study = args.path is not None and is_study_dir(args.path)
+    if args.workers < 1 or (args.workers > 1 and not study):
+        from robustlab.core.errors import ConfigError
+        raise ConfigError(f"--workers: got {args.workers}; must be >= 1, and above 1 only for a study folder (its "
+                          "trials are shared out between the processes)")
+    if study:
+        summary = eval_study_in_processes(req, args.workers, args.threads)
         print(f"{args.path}: {len(summary['files'])} trials evaluated ({summary['protocol']}); table.csv and {summary['report']}")
         return 0
 
@@ -118,7 +123,8 @@ def _cmd_sweep(args) -> int:
 
     study = load_study(args.study)
     requests = study_requests(study.evaluations)      # checked before any training
-    evaluate = functools.partial(run_study_evaluations, requests=requests) if requests else None
+    workers = study.workers if args.workers is None else args.workers
+    evaluate = functools.partial(run_study_evaluations, requests=requests, workers=workers) if requests else None
     summary = run_sweep(study, args.out, args.workers, args.backend, args.address, select=args.select,
                         deadline=args.deadline, evaluate=evaluate)
     return 0 if summary["selected_finished"] == summary["selected"] else 1
@@ -266,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=argparse.SUPPRESS, **flags["steps"])
     e.add_argument("--restarts", type=int, default=argparse.SUPPRESS, **flags["restarts"])
     e.add_argument("--loss", default=argparse.SUPPRESS, **flags["loss"])
+    e.add_argument("--workers", type=int, default=1, help="a study folder: evaluate its trials in this many processes "
+                   "at once (with --threads 1 on a machine of that many cores)")
     e.add_argument("--n", type=int, default=1000, help="number of test points (the first N)")
     e.add_argument("--batch-size", type=int, default=500, help="points per attack batch (and per resumable chunk)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")

@@ -95,11 +95,43 @@ def eval_study(req, log=print) -> dict:
     return summary
 
 
-def run_study_evaluations(study_dir, requests, log=print) -> None:
-    """A study file's evaluations (``(EvalRequest, threads)`` pairs, robustlab.eval.command.study_requests), each over
-    every ended trial; what ``robustlab sweep`` runs after the trials."""
-    from robustlab.core.runtime import set_threads
-    for req, threads in requests:
+def eval_study_in_processes(req, workers: int, threads: int = 0, log=print) -> dict:
+    """:func:`eval_study` in ``workers`` processes at once, each with ``threads`` torch threads (0: torch's default):
+    each process claims a trial before it evaluates it (:func:`robustlab.core.locks.claim`), so they split the
+    trials between them, and each merges what it evaluated into ``study_eval.json`` under the study's lock; the table
+    and report are written once more when all have ended. Their lines go to stdout, each with its process number
+    (``log`` serves the one-process case). Returns the merged summary (``files`` of every process)."""
+    if workers <= 1:
+        from robustlab.core.runtime import set_threads
         set_threads(threads)
-        log(f"evaluation: {req.attack['name']} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}")
-        eval_study(dataclasses.replace(req, path=str(study_dir)), log=log)
+        return eval_study(req, log=log)
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        summaries = list(pool.map(_eval_study_child, [(req, threads, i) for i in range(workers)]))
+    from robustlab.report.study import write_study_report
+    from robustlab.report.table import write_study_table
+    done = [s for s in summaries if s["protocol"] is not None] or summaries
+    merged = dict(done[-1])
+    merged["files"] = {name: which for s in summaries for name, which in s["files"].items()}
+    write_study_table(Path(req.path))          # once more, after every process has merged its figures
+    merged["report"] = str(write_study_report(Path(req.path)) / "report.html")
+    return merged
+
+
+def _eval_study_child(job) -> dict:
+    """One process of :func:`eval_study_in_processes`; its lines carry its number (``[eval 1] ...``)."""
+    from robustlab.core.runtime import set_threads
+    req, threads, index = job
+    set_threads(threads)
+    return eval_study(req, log=lambda line: print(f"[eval {index + 1}] {line}", flush=True))
+
+
+def run_study_evaluations(study_dir, requests, log=print, workers: int = 1) -> None:
+    """A study file's evaluations (``(EvalRequest, threads)`` pairs, robustlab.eval.command.study_requests), each over
+    every ended trial, in ``workers`` processes (:func:`eval_study_in_processes`); what ``robustlab sweep`` runs after
+    the trials, with the sweep's worker count."""
+    for req, threads in requests:
+        log(f"evaluation: {req.attack['name']} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}"
+            + (f", {workers} processes" if workers > 1 else ""))
+        eval_study_in_processes(dataclasses.replace(req, path=str(study_dir)), workers, threads, log=log)
