@@ -247,3 +247,14 @@ def test_a_run_awaiting_its_partner_or_its_evaluation_is_pending_not_a_miss():
     rows[5]["eval_pgd_n500_last_clean_acc"] = 0.6
     rows[6]["eval_pgd_n500_last_clean_acc"] = 0.45
     assert evaluate_claims([claim], rows)[0]["paths"] == {"AVX2": (3, 6)}
+
+
+def test_runs_block_shows_a_run_not_started_with_dashes():
+    """A claim study's run that has not started has no kernel path or verdict yet: a dash, not Python's None."""
+    from robustlab.report.evidence import runs_markdown
+    keys = ["peak_clean_acc", "test_clean_acc", "test_pgd_acc", "test_fgsm_acc", "best_pgd", "final_robust_acc",
+            "final_clean_acc", "collapse_epoch", "best_pgd_epoch"]
+    rows = [{"label": "ARAT", "seed": 2, "kernel_path": None, "status": "pending", "collapse": None,
+             **dict.fromkeys(keys)}]
+    table = runs_markdown(rows)
+    assert "| ARAT | 2 | – | pending | – |" in table and "None" not in table

@@ -141,7 +141,7 @@ def runs_markdown(rows: list[dict]) -> str:
     for r in rows:
         ep = f" ({int(r['collapse_epoch'])})" if r.get("collapse_epoch") is not None else ""
         best_ep = f" ({int(r['best_pgd_epoch'])})" if r.get("best_pgd_epoch") is not None else ""
-        lines.append(f"| {name(r)} | {int(r['seed'])} | {r['kernel_path']} | {r['status']} | {r['collapse']}{ep} | "
+        lines.append(f"| {name(r)} | {int(r['seed'])} | {r['kernel_path'] or '–'} | {r['status']} | {r['collapse'] or '–'}{ep} | "
                      f"{f(r['peak_clean_acc'])} | {f(r['test_clean_acc'])} | {f(r['test_pgd_acc'])} | {f(r['test_fgsm_acc'])} | "
                      f"{f(r['best_pgd'])}{best_ep} | {f(r['final_robust_acc'])} | {f(r['final_clean_acc'])} |")
     return "\n".join(lines)
