@@ -20,7 +20,8 @@ and the study report draws it. Rerunning resumes: finished runs are skipped, int
   about 30 minutes on 2 cores.
 - ``cifar-arat`` (``configs/cifar_arat.yaml``): ARAT (lambda 10) against PGD-AT, TRADES and PGD-AT with an eps ramp on
   CIFAR-10 (JPEG copy), seed 0 of the CIFAR ARAT claim study (docs/arat.md), PGD-50-10 as its final evaluation; needs
-  the images; about 1.5 hours on 2 cores (estimated from the probes' runs, not yet timed).
+  the images; about 1 hour on 2 AVX2 cores (the claim study's seed-0 runs on that path took 1,358-1,824 s each, two at
+  a time, and PGD-50-10 on 500 points about 4 minutes a run; not yet timed as one command).
 - ``cifar-transfer`` (``configs/cifar_transfer.yaml``): the ``transfer`` pipeline on CIFAR-10 (JPEG copy), seed 0 of
   the CIFAR transfer claim study (four targets of other families, SGD / SAM / large-rho SAM surrogates, BIM at 4/255,
   the study's claims); needs the images; about 2.5 hours on 2 cores (estimated, not yet timed).
@@ -43,7 +44,7 @@ DEMOS = {"co": ("demo.yaml", "catastrophic overfitting and its cures (FGSM-AT, N
          "cifar": ("cifar.yaml", "catastrophic overfitting on CIFAR-10 (JPEG copy, needs the images) with injected "
                                  "carriers: FGSM-AT vs N-FGSM (~30 min)"),
          "cifar-arat": ("cifar_arat.yaml", "ARAT vs PGD-AT, TRADES and PGD-AT with a ramp on CIFAR-10 (JPEG copy, needs "
-                                           "the images): seed 0 of the CIFAR ARAT claim study (~1.5 h)"),
+                                           "the images): seed 0 of the CIFAR ARAT claim study (~1 h)"),
          "cifar-transfer": ("cifar_transfer.yaml", "flat surrogates x targets on CIFAR-10 (JPEG copy, needs the images): "
                                                    "seed 0 of the CIFAR transfer claim study (~2.5 h)")}
 PIPELINES = {"transfer", "cifar-transfer"}   # demos made of several steps (sweeps, then a transfer study)
