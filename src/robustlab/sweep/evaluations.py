@@ -9,7 +9,8 @@ evaluates and judges a claim study::
 Each entry takes ``robustlab eval``'s options by name (``checkpoint`` best or last, default both; ``attack`` a
 registered protocol, default pgd; ``n``, ``sanity``, ``steps``, ``restarts``, ``alpha``, ``loss``, ``eps``, ``norm``,
 ``batch_size``, ``precision``; ``threads``, default 0: torch's own). They are checked here, when the study is
-expanded, so a typo is an error before any training, not after it. The figures land in the table as
+expanded, so a typo is an error before any training, not after it. They run in as many processes as the sweep
+has workers, which share the trials (robustlab.eval.study.eval_study_in_processes). The figures land in the table as
 ``eval_<protocol>_n<N>_{best,last}_{clean,robust}_acc`` (docs: README, "Studies"), the columns claims name.
 """
 from __future__ import annotations
