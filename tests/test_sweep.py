@@ -188,6 +188,13 @@ def test_a_study_s_evaluations_run_after_its_trials_and_feed_its_claims(tmp_path
     assert f"left 1 trial(s) to the process that holds them (evaluating them now): {names[0]}" in capsys.readouterr().out
     record = read_json(tmp_path / "s" / "study_eval.json")["evaluations"]["pgd_2_1_n32"]["files"]
     assert sorted(record) == names          # trial 0's file is kept from the sweep's evaluation
+    with claim(study_locks(tmp_path / "s"), names[0]), claim(study_locks(tmp_path / "s"), names[1]):
+        eval_study(EvalRequest(path=str(tmp_path / "s"), checkpoint="last", attack={"name": "pgd", "steps": 2,
+                                                                                    "restarts": 1}, n=32, sanity=0),
+                   log=lambda s: None)    # every trial held elsewhere: this process evaluates nothing
+    assert read_json(tmp_path / "s" / "study_eval.json")["protocol"] == "PGD-2-1"      # the latest record is kept
+    rows = {r["trial"]: r for r in csv.DictReader((tmp_path / "s" / "table.csv").open())}
+    assert all(r["eval_last_robust_acc"] != "" for r in rows.values())
     bad = dict(raw, evaluations=[{"attack": "autoattack", "steps": 5}])
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["sweep", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")]) == 2

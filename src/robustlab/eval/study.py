@@ -89,7 +89,8 @@ def eval_study(req, log=print) -> dict:
             kept = (evaluations.get(key) or {}).get("files") or {}
             summary["files"] = {**kept, **{name: {**kept.get(name, {}), **which} for name, which in files.items()}}
             evaluations[key] = dict(summary)
-        write_json(path, {**summary, "evaluations": evaluations})
+        if protocol is not None or not path.is_file():    # a process that evaluated nothing (every trial held by
+            write_json(path, {**summary, "evaluations": evaluations})   # another) leaves the latest record as it is
     write_study_table(study_dir)
     summary["report"] = str(write_study_report(study_dir) / "report.html")
     return summary
