@@ -123,8 +123,7 @@ def _cmd_sweep(args) -> int:
 
     study = load_study(args.study)
     requests = study_requests(study.evaluations)      # checked before any training
-    workers = study.workers if args.workers is None else args.workers
-    evaluate = functools.partial(run_study_evaluations, requests=requests, workers=workers) if requests else None
+    evaluate = functools.partial(run_study_evaluations, requests=requests) if requests else None
     summary = run_sweep(study, args.out, args.workers, args.backend, args.address, select=args.select,
                         deadline=args.deadline, evaluate=evaluate)
     return 0 if summary["selected_finished"] == summary["selected"] else 1

@@ -52,12 +52,11 @@ def evaluate_trial(req, run: Path, log):
         yield which, res
 
 
-def eval_study(req, log=print) -> dict:
+def eval_study(req, log=print, report: bool = True) -> dict:
     """Every ended trial's (finished or diverged) best and last checkpoints (or ``req.checkpoint``'s) evaluated as
     ``req`` (an EvalRequest) asks; trials still pending, running, interrupted or failed are skipped, so a claim study
-    run over several sessions can be evaluated as its runs end."""
-    from robustlab.report.study import write_study_report
-    from robustlab.report.table import write_study_table
+    run over several sessions can be evaluated as its runs end. ``report``: then write the study's table and report
+    (:func:`write_table_and_report`; off where the caller writes them once for several evaluations)."""
     if req.out:
         raise ConfigError("--out: a study is evaluated into each trial's eval/ folder; drop --out")
     study_dir = Path(req.path)
@@ -91,48 +90,56 @@ def eval_study(req, log=print) -> dict:
             evaluations[key] = dict(summary)
         if protocol is not None or not path.is_file():    # a process that evaluated nothing (every trial held by
             write_json(path, {**summary, "evaluations": evaluations})   # another) leaves the latest record as it is
-    write_study_table(study_dir)
-    summary["report"] = str(write_study_report(study_dir) / "report.html")
+    if report:
+        summary["report"] = write_table_and_report(study_dir)
     return summary
 
 
-def eval_study_in_processes(req, workers: int, threads: int = 0, log=print) -> dict:
+def write_table_and_report(study_dir: Path) -> str:
+    """The study's table.csv and report, with every evaluation recorded so far; the report's path."""
+    from robustlab.report.study import write_study_report
+    from robustlab.report.table import write_study_table
+    write_study_table(Path(study_dir))
+    return str(write_study_report(Path(study_dir)) / "report.html")
+
+
+def eval_study_in_processes(req, workers: int, threads: int = 0, log=print, report: bool = True) -> dict:
     """:func:`eval_study` in ``workers`` processes at once, each with ``threads`` torch threads (0: torch's default):
     each process claims a trial before it evaluates it (:func:`robustlab.core.locks.claim`), so they split the
     trials between them, and each merges what it evaluated into ``study_eval.json`` under the study's lock; the table
-    and report are written once more when all have ended. Their lines go to stdout, each with its process number
-    (``log`` serves the one-process case). Returns the merged summary (``files`` of every process)."""
+    and report are written once, when all have ended (``report``). Their lines go to stdout, each with its process
+    number (``log`` serves the one-process case). Returns the merged summary (``files`` of every process)."""
     if workers <= 1:
-        from robustlab.core.runtime import set_threads
-        set_threads(threads)
-        return eval_study(req, log=log)
-    import concurrent.futures
-    import multiprocessing
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        summaries = list(pool.map(_eval_study_child, [(req, threads, i) for i in range(workers)]))
-    from robustlab.report.study import write_study_report
-    from robustlab.report.table import write_study_table
+        summaries = [_eval_study_child((req, threads, None, log))]
+    else:
+        import concurrent.futures
+        import multiprocessing
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            summaries = list(pool.map(_eval_study_child, [(req, threads, i, None) for i in range(workers)]))
     done = [s for s in summaries if s["protocol"] is not None] or summaries
     merged = dict(done[-1])
     merged["files"] = {name: which for s in summaries for name, which in s["files"].items()}
-    write_study_table(Path(req.path))          # once more, after every process has merged its figures
-    merged["report"] = str(write_study_report(Path(req.path)) / "report.html")
+    if report:
+        merged["report"] = write_table_and_report(Path(req.path))
     return merged
 
 
 def _eval_study_child(job) -> dict:
-    """One process of :func:`eval_study_in_processes`; its lines carry its number (``[eval 1] ...``)."""
+    """One process of :func:`eval_study_in_processes` (``log`` None: its lines carry its number, ``[eval 1] ...``)."""
     from robustlab.core.runtime import set_threads
-    req, threads, index = job
+    req, threads, index, log = job
     set_threads(threads)
-    return eval_study(req, log=lambda line: print(f"[eval {index + 1}] {line}", flush=True))
+    if log is None:
+        def log(line):
+            print(f"[eval {index + 1}] {line}", flush=True)
+    return eval_study(req, log=log, report=False)
 
 
-def run_study_evaluations(study_dir, requests, log=print, workers: int = 1) -> None:
+def run_study_evaluations(study_dir, workers: int = 1, *, requests, log=print) -> None:
     """A study file's evaluations (``(EvalRequest, threads)`` pairs, robustlab.eval.command.study_requests), each over
     every ended trial, in ``workers`` processes (:func:`eval_study_in_processes`); what ``robustlab sweep`` runs after
-    the trials, with the sweep's worker count."""
+    the trials, with its worker count, before it writes the table and report itself."""
     for req, threads in requests:
         log(f"evaluation: {req.attack['name']} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}"
             + (f", {workers} processes" if workers > 1 else ""))
-        eval_study_in_processes(dataclasses.replace(req, path=str(study_dir)), workers, threads, log=log)
+        eval_study_in_processes(dataclasses.replace(req, path=str(study_dir)), workers, threads, log=log, report=False)

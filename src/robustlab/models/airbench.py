@@ -11,7 +11,8 @@ inside each group, no residual connections.
 ``w`` is the width multiplier. This is the architecture of airbench's ablation baseline (standard initialisation,
 the stem's normalisation layer kept); airbench's training-side tricks (the frozen patch-whitening stem initialised
 from the data, identity initialisation, lookahead, test-time augmentation) are not part of it. The final 1/9 scale
-of the logits is airbench's. Images must be at least 16 x 16 (three halvings after the 2 x 2 stem).
+of the logits is airbench's. Images must be at least ``MIN_SIDE`` = 16 pixels a side (three halvings after the
+2 x 2 stem); the model registry refuses smaller ones.
 """
 from __future__ import annotations
 
@@ -37,11 +38,8 @@ class ConvGroup(nn.Sequential):
 
 
 class AirbenchNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d,
-                 image_size: int = 32):
+    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()
-        if image_size < MIN_SIDE:
-            raise ValueError(f"model airbench: needs images of at least {MIN_SIDE} x {MIN_SIDE}; got {image_size}")
         c = _scaled(STEM_WIDTH, width)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 2, padding=0, bias=True), norm_layer(c), nn.GELU())
         groups = []

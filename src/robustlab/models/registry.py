@@ -120,7 +120,7 @@ def _airbench(cfg, c, k, s):
     if s < MIN_SIDE:
         raise ConfigError(f"model.name: airbench needs images of at least {MIN_SIDE} x {MIN_SIDE}; this data set's "
                           f"are {s} x {s} (use wong_mnist or small_cnn)")
-    return AirbenchNet(c, k, cfg.width, norm_factory(cfg.norm_layer), s)
+    return AirbenchNet(c, k, cfg.width, norm_factory(cfg.norm_layer))
 
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelConfig)

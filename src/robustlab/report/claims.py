@@ -202,18 +202,16 @@ def evaluate_claims(claims: list[Claim], rows: list[dict]) -> list[dict]:
 
 def _awaiting(claim: Claim, row: dict, partners: dict, unended: set) -> bool:
     """Whether an ended run's figures for this claim are still to come (see :func:`evaluate_claims`)."""
-    own = [c for c in [b.metric for b in claim.all_bounds()] + claim.compared_columns() if c.startswith(LATER)]
-    if row.get("status") == "finished" and any(_number(row.get(c)) is None for c in own):
+    compared = [c for c in claim.compared_columns() if c.startswith(LATER)]
+    own = [b.metric for b in claim.all_bounds() if b.metric.startswith(LATER)] + compared
+
+    def missing(run, columns):
+        return run.get("status") == "finished" and any(_number(run.get(c)) is None for c in columns)
+    if missing(row, own):
         return True
     seed, path = pair_key(row)
-    for label, partner in partners.items():
-        if partner is None:
-            if (label, seed, path) in unended or (label, seed, "?") in unended:
-                return True
-        elif partner.get("status") == "finished" and any(_number(partner.get(c)) is None
-                                                           for c in claim.compared_columns() if c.startswith(LATER)):
-            return True
-    return False
+    return any((label, seed, path) in unended or (label, seed, "?") in unended if partner is None
+               else missing(partner, compared) for label, partner in partners.items())
 
 
 def count_text(result: dict) -> str:

@@ -86,12 +86,13 @@ def prepare_study_dir(study: Study, out: Path) -> None:
 def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers: int | None = None,
               backend: str = "local", address: str | None = None, log: Callable[[str], None] = print,
               command: list[str] | None = None, select: list[str] | None = None, deadline: str | None = None,
-              evaluate: Callable[[Path], None] | None = None) -> dict:
+              evaluate: Callable[[Path, int], None] | None = None) -> dict:
     """``command``: the user's command line, recorded in every trial's env.json (default: this process's argv);
     ``select``: run only the trials ``KEY=VALUE`` selects (:func:`robustlab.sweep.study.select_trials`);
     ``deadline``: start no trial that cannot end before it (local backend; :mod:`robustlab.sweep.deadline`);
-    ``evaluate(study_dir)``: runs the study's ``evaluations:`` after the trials, before the table, report and claims
-    (the CLI passes robustlab.eval.study.run_study_evaluations with the file's requests; without it they are not run)."""
+    ``evaluate(study_dir, workers)``: runs the study's ``evaluations:`` after the trials, in the sweep's number of
+    processes, before the table, report and claims (the CLI passes robustlab.eval.study.run_study_evaluations with the
+    file's requests; without it they are not run)."""
     import sys
     from robustlab.sweep.executors import run_local
     from robustlab.sweep.ray_executor import run_ray
@@ -130,7 +131,7 @@ def run_sweep(study: Study | str | Path, out: str | Path | None = None, workers:
     else:
         outcomes = []
     if evaluate is not None:
-        evaluate(out)
+        evaluate(out, workers)
     write_study_table(out)
     from robustlab.report.study import write_study_report
     report = write_study_report(out)
