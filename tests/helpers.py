@@ -1,7 +1,8 @@
-"""Small trained models shared by tests (trained once per session, seconds on CPU), and a run cut by SIGKILL."""
+"""Small trained models shared by tests (trained once per session, seconds on CPU), and runs stopped by a signal at a known step."""
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import subprocess
 import sys
@@ -46,10 +47,21 @@ def trained_synthetic_model(seed: int = 0):
     return model, test.x, test.y
 
 
+def signal_at_env(signum: str, epoch: int, step: int, run: str = "", env: dict | None = None) -> dict:
+    """``env`` (default: this process's environment) set so that the robustlab runs it starts (only those whose run
+    folder's path contains ``run``, when given) send ``signum`` to their own process after optimiser step ``step`` of
+    epoch ``epoch`` (1-based; tests/signal_at/sitecustomize.py): a crash or a stop at a known point, whatever the
+    machine's speed, reaching a sweep's worker processes too."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parent / "signal_at"),
+                                                    env.get("PYTHONPATH", "")] if p)
+    env["ROBUSTLAB_TEST_SIGNAL_AT"] = f"{signum} {epoch} {step} {run}".strip()
+    return env
+
+
 def train_killed_at(config_path, run_dir, epoch: int, step: int, env: dict | None = None) -> None:
-    """``robustlab train CONFIG --out RUN_DIR`` SIGKILLed after optimiser step ``step`` of epoch ``epoch`` (1-based;
-    tests/sigkill_at.py): a crash at a known point, whatever the machine's speed."""
-    killer = Path(__file__).resolve().parent / "sigkill_at.py"
-    proc = subprocess.run([sys.executable, str(killer), str(epoch), str(step), "train", str(config_path),
-                           "--out", str(run_dir)], capture_output=True, env=env, timeout=300)
+    """``robustlab train CONFIG --out RUN_DIR`` SIGKILLed after optimiser step ``step`` of epoch ``epoch``
+    (1-based; :func:`signal_at_env`): a crash at a known point, whatever the machine's speed."""
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "train", str(config_path), "--out", str(run_dir)],
+                          capture_output=True, env=signal_at_env("SIGKILL", epoch, step, env=env), timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-3000:]

@@ -15,6 +15,8 @@ from robustlab.core.io import read_jsonl
 from robustlab.sweep import expand_study, load_study, run_sweep
 from robustlab.core.locks import claim
 
+from helpers import signal_at_env
+
 TINY_BASE = {"data": {"name": "synthetic", "val_size": 64, "batch_size": 64},
              "model": {"name": "wong_mnist"}, "method": {"name": "fgsm", "eps": 0.1},
              "train": {"epochs": 2, "progress": "none"}, "optim": {"lr": 0.1},
@@ -250,19 +252,13 @@ def test_killed_worker_loses_nothing_and_rerun_completes(tmp_path):
     path = tmp_path / "k.yaml"
     path.write_text(yaml.safe_dump(study))
     cmd = [sys.executable, "-m", "robustlab", "sweep", str(path), "--out"]
-    proc = subprocess.Popen(cmd + [str(tmp_path / "cut")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = tmp_path / "cut" / "trials" / "000-seed-0" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (victim.exists() and read_jsonl(victim)):
-        time.sleep(0.02)
-    time.sleep(0.3)
-    pids = subprocess.run(["pgrep", "-f", f"robustlab.sweep.worker {tmp_path / 'cut'}"], capture_output=True, text=True).stdout.split()
-    lock = (tmp_path / "cut" / ".locks" / "000-seed-0.lock").read_text().strip()
-    assert lock in pids
-    os.kill(int(lock), signal.SIGKILL)
-    out, _ = proc.communicate(timeout=300)
-    assert "000-seed-0: interrupted" in out and "001-seed-1: finished" in out
+    # the worker of trial 0 SIGKILLs itself inside epoch 2 (at a known step); trial 1's worker trains on
+    proc = subprocess.run(cmd + [str(tmp_path / "cut")], capture_output=True, text=True, timeout=300,
+                          env=signal_at_env("SIGKILL", epoch=2, step=3, run="000-seed-0"))
+    out = proc.stdout + proc.stderr
+    assert "000-seed-0: interrupted" in out and "001-seed-1: finished" in out, out
     assert proc.returncode == 1
+    assert len(read_jsonl(tmp_path / "cut" / "trials" / "000-seed-0" / "metrics.jsonl")) == 1
     rerun = subprocess.run(cmd + [str(tmp_path / "cut")], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "001-seed-1" not in rerun.stdout.split("to run")[1]  # the finished trial is not run again
