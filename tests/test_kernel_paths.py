@@ -55,3 +55,25 @@ def test_train_command_restarts_itself_on_the_requested_path(tmp_path, tiny_cfg)
     assert proc.returncode == 0, proc.stderr
     path = json.loads((tmp_path / "r" / "env.json").read_text())["kernel_path"]
     assert path["ATEN_CPU_CAPABILITY"] == "avx2" and path["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+
+
+def test_compile_on_the_default_path_is_refused_before_anything_is_written(tmp_path, tiny_cfg):
+    """torch.compile's CPU back end cannot build PreActResNet-18's step under ATEN_CPU_CAPABILITY=default
+    (benchmarks/RESULTS.md section 24): the run is refused with one line naming the key, on the path set by the
+    config or inherited from the environment, and compile stays allowed on the other paths and on CUDA."""
+    import subprocess
+    import sys
+    from robustlab.core.kernel_paths import check_compile
+    check_compile(True, "cpu", {"ATEN_CPU_CAPABILITY": "avx2"})
+    check_compile(True, "cuda", {"ATEN_CPU_CAPABILITY": "default"})
+    check_compile(False, "cpu", {"ATEN_CPU_CAPABILITY": "default"})
+    with pytest.raises(ConfigError, match=r"^train\.compile: .* set train\.compile: false, or run on another kernel path"):
+        check_compile(True, "cpu", {"ATEN_CPU_CAPABILITY": "default"})
+    cfg = {**tiny_cfg, "train": {**tiny_cfg["train"], "epochs": 1, "kernel_path": "default", "compile": True,
+                                 "device": "cpu"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "robustlab", "train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "train.compile:" in proc.stderr
+    assert not (tmp_path / "r").exists()

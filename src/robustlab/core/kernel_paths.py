@@ -62,3 +62,15 @@ def check_kernel_path(name: str) -> None:
     raise ConfigError(f"train.kernel_path: got {name!r}, but this process has {have}; torch reads the path when a "
                       f"process starts: start it with {want} (robustlab train and robustlab sweep do this), "
                       f"or set train.kernel_path=inherit")
+
+
+def check_compile(compile: bool, device_type: str, environ: dict[str, str] | None = None) -> None:
+    """Refuse ``train.compile`` for a CPU run on the ``default`` path: under ``ATEN_CPU_CAPABILITY=default``
+    torch.compile's C++ back end (inductor, torch 2.13) emits vectorised code that its own build then rejects
+    (``'at::vec' has not been declared``) for PreActResNet-18's training step (benchmarks/RESULTS.md section 24);
+    the run would otherwise fail at its first step with a page of compiler output."""
+    environ = os.environ if environ is None else environ
+    if compile and device_type == "cpu" and environ.get("ATEN_CPU_CAPABILITY") == "default":
+        raise ConfigError("train.compile: torch.compile's CPU back end fails to build its kernels under "
+                          "ATEN_CPU_CAPABILITY=default (train.kernel_path: default); set train.compile: false, or "
+                          "run on another kernel path (avx2 or machine)")

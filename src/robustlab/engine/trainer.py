@@ -40,7 +40,7 @@ from robustlab.core import checkpoint as ckpt_io
 from robustlab.core.context import BuildContext, EpochContext, StepContext
 from robustlab.core.distributed import DistContext
 from robustlab.core.io import write_json, write_jsonl
-from robustlab.core.kernel_paths import check_kernel_path
+from robustlab.core.kernel_paths import check_compile, check_kernel_path
 from robustlab.core.outputs import check_out_folder
 from robustlab.core.runtime import autocast_factory, keep_cpu_heap, resolve_device, set_threads
 from robustlab.data import DeviceLoader, build_data, to_float
@@ -93,6 +93,7 @@ class Trainer:
         set_threads(cfg.train.threads)
         self.dist = DistContext.from_env()
         self.device = self.dist.device(resolve_device(cfg.train.device))
+        check_compile(cfg.train.compile, self.device.type)
         if self.device.type == "cpu" and cfg.train.cpu_keep_heap:
             keep_cpu_heap()
         self.dist.init(self.device)
