@@ -204,6 +204,35 @@ def test_a_study_s_evaluations_run_after_its_trials_and_feed_its_claims(tmp_path
     assert not (tmp_path / "bad").exists()                     # refused before any training
 
 
+def test_status_says_how_far_the_study_file_s_evaluations_have_got(tmp_path, capsys):
+    """`robustlab status`: per evaluation of the study file, how many ended trials have its figures (a trial still
+    to do is counted once every checkpoint the request names is recorded)."""
+    from robustlab.cli import main
+    from robustlab.core.locks import study_locks
+    from robustlab.eval.command import EvalRequest
+    from robustlab.eval.study import eval_study
+    raw = tiny_study(grid={"seed": [0, 1]}, evaluations=[{"checkpoint": "last", "steps": 2, "restarts": 1, "n": 32,
+                                                          "sanity": 0}, {"attack": "fgsm", "n": 16}])
+    run_sweep(expand_study(raw), tmp_path / "s", workers=1, log=lambda s: None)      # trains; evaluates nothing
+
+    def lines():
+        assert main(["status", str(tmp_path / "s")]) == 0
+        return [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("evaluation ")]
+    assert lines() == ["evaluation PGD-2-1 on 32 points, checkpoint last: 0 of 2 ended trials; 2 to do (the sweep "
+                       "runs them after its trials; or robustlab eval)",
+                       "evaluation FGSM on 16 points, checkpoint best and last: 0 of 2 ended trials; 2 to do (the "
+                       "sweep runs them after its trials; or robustlab eval)"]
+    names = sorted(p.name for p in (tmp_path / "s" / "trials").iterdir())
+    with claim(study_locks(tmp_path / "s"), names[0]):          # another process holds trial 0: only trial 1 is done
+        eval_study(EvalRequest(path=str(tmp_path / "s"), checkpoint="last", attack={"name": "pgd", "steps": 2,
+                                                                                    "restarts": 1}, n=32, sanity=0),
+                   log=lambda s: None)
+        eval_study(EvalRequest(path=str(tmp_path / "s"), checkpoint="last", attack={"name": "fgsm"}, n=16, sanity=0),
+                   log=lambda s: None)         # the last checkpoint only: the request asks for best and last too
+    assert lines()[0].startswith("evaluation PGD-2-1 on 32 points, checkpoint last: 1 of 2 ended trials; 1 to do")
+    assert lines()[1].startswith("evaluation FGSM on 16 points, checkpoint best and last: 0 of 2 ended trials")
+
+
 @pytest.mark.slow   # run by CI (.ci/run); `make test` skips it (suite time on 2 cores)
 def test_study_eval_in_two_processes_shares_the_trials_and_matches_one_process(tmp_path):
     """`robustlab eval STUDY --workers 2`: two processes claim trials one by one, so every ended trial is evaluated

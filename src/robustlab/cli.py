@@ -132,6 +132,7 @@ def _cmd_sweep(args) -> int:
 def _cmd_status(args) -> int:
     from robustlab.core.errors import ConfigError
     from robustlab.core.layout import is_study_dir
+    from robustlab.eval.study import evaluation_status_lines
     from robustlab.sweep.status import status_lines
 
     if not is_study_dir(args.study_dir):
@@ -139,7 +140,7 @@ def _cmd_status(args) -> int:
                           "results.json and log.txt")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: got {args.workers}; must be >= 1")
-    print("\n".join(status_lines(args.study_dir, args.workers)))
+    print("\n".join(status_lines(args.study_dir, args.workers, evaluations=evaluation_status_lines)))
     return 0
 
 
@@ -303,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sweep)
 
     st = sub.add_parser("status", help="where a study stands: trials finished / running (epoch, accuracies) / stopped / "
-                        "pending, the time left, its claims so far (reads the folder, writes nothing)")
+                        "pending, the time left, how far its evaluations have got, its claims so far (reads the folder, "
+                        "writes nothing)")
     st.add_argument("study_dir", help="a study folder (robustlab sweep --out)")
     st.add_argument("--workers", type=int, default=None, help="trials at a time for the wall-clock estimate "
                     "(default: the study's workers)")

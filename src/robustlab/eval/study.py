@@ -28,6 +28,42 @@ def evaluation_key(protocol: str, n: int) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(protocol).lower()).strip("_") + f"_n{n}"
 
 
+def request_protocol(req) -> str:
+    """The protocol name an EvalRequest's figures are recorded under ("PGD-50-10+AutoAttack"), known before it
+    runs: it depends on the protocol's settings, not on eps or the norm."""
+    from robustlab.eval.library import protocol_config
+    from robustlab.protocols import EVAL_ATTACKS, protocol_name
+    return protocol_name(EVAL_ATTACKS.build(protocol_config(req.attack)).stages(8 / 255, req.norm or "linf"))
+
+
+def evaluation_status_lines(study_dir) -> list[str]:
+    """For ``robustlab status``: per evaluation the study file asks for (``evaluations:``), how many of the ended
+    trials have its figures; a trial counts once every checkpoint the request names that the trial has is
+    recorded. Reads the folder, writes nothing."""
+    from robustlab.eval.command import study_requests
+    study_dir = Path(study_dir)
+    manifest = load_manifest(study_dir)
+    entries = manifest.get("evaluations") or []
+    if not entries:
+        return []
+    ended = [t["name"] for t in manifest["trials"] if trial_status(study_dir, t["name"]) in DONE]
+    path = study_dir / "study_eval.json"
+    records = (read_json(path).get("evaluations") or {}) if path.is_file() else {}
+    lines = []
+    for req, _ in study_requests(entries):
+        protocol = request_protocol(req)
+        files = (records.get(evaluation_key(protocol, req.n)) or {}).get("files") or {}
+        wanted = (req.checkpoint,) if req.checkpoint else CHECKPOINTS
+        done = sum(all(c in files.get(name, {}) or not (trial_dir(study_dir, name) / "checkpoints" / f"{c}.pt").is_file()
+                       for c in wanted) for name in ended)
+        line = (f"evaluation {protocol} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}: "
+                f"{done} of {len(ended)} ended trials")
+        if done < len(ended):
+            line += f"; {len(ended) - done} to do (the sweep runs them after its trials; or robustlab eval)"
+        lines.append(line)
+    return lines
+
+
 def not_ended_line(not_ended: dict[str, list[str]]) -> str:
     """One line for the trials a study evaluation skipped, by status: pending ones counted, the others (running,
     interrupted, failed: the few a user may want to look at) named."""

@@ -1,6 +1,7 @@
 """``robustlab status STUDY_DIR``: where a study stands, read from its folder alone (nothing is written): each
 trial's state, the live ones' epoch and latest test accuracies, the time its unfinished trials still need
-(:mod:`robustlab.sweep.estimate`) and, when the study has claims, their counts so far.
+(:mod:`robustlab.sweep.estimate`), how far the study file's evaluations have got and, when the study has
+claims, their counts so far.
 
 A trial whose results say ``running`` is *running* only while a process holds its claim
 (:func:`robustlab.core.locks.is_claimed`); otherwise its process died before it could record the end
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from robustlab.core.io import read_jsonl
 from robustlab.core.layout import load_manifest, trial_dir, trial_status
@@ -45,9 +47,11 @@ def _live_line(study_dir: Path, trials: list[Trial], trial: Trial, now: float) -
     return text + (f"; ~{_hours(left)} left" if left is not None else "")
 
 
-def status_lines(study_dir: str | Path, workers: int | None = None, now: float | None = None) -> list[str]:
+def status_lines(study_dir: str | Path, workers: int | None = None, now: float | None = None,
+                 evaluations: Callable[[Path], list[str]] | None = None) -> list[str]:
     """The lines ``robustlab status`` prints. ``workers``: trials at a time for the wall-clock figure (default: the
-    study's)."""
+    study's); ``evaluations(study_dir)``: the lines on the study file's evaluations, placed before the claims (the
+    CLI passes robustlab.eval.study.evaluation_status_lines)."""
     study_dir = Path(study_dir)
     now = time.time() if now is None else now
     manifest = load_manifest(study_dir)
@@ -62,6 +66,8 @@ def status_lines(study_dir: str | Path, workers: int | None = None, now: float |
     todo = [t for t in trials if states[t.name] not in ("finished", "diverged", "failed")]
     if todo:
         lines.append(_time_left_line(study_dir, trials, todo, workers or int(manifest.get("workers") or 1)))
+    if evaluations is not None:
+        lines += evaluations(study_dir)
     return lines + _claim_lines(study_dir)
 
 
