@@ -591,6 +591,11 @@ def test_status_tells_running_from_stopped_and_estimates_the_time_left(tmp_path,
     fresh = tmp_path / "fresh"                                     # nothing finished anywhere: no estimate at all
     prepare_study_dir(study, fresh)
     assert status_lines(fresh)[1] == "time left: unknown (none of the 6 unfinished trials has a finished trial like it yet)"
+    first = fresh / "trials" / name["B", 1]                       # the first trial of a study: its own pace
+    _finished(first, 0.0, [250.0], status="running")
+    (first / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "seconds": 250.0, "eval_seconds": 50.0}) + "\n")
+    with claim(fresh / ".locks", name["B", 1]):
+        assert status_lines(fresh)[1].endswith("; ~5 min left at its own pace (its final evaluation not counted)")
     assert main(["status", str(tmp_path / "trials")]) == 2
     assert "not a study folder (no study.json)" in capsys.readouterr().err
     assert main(["status", str(tmp_path), "--workers", "2"]) == 0

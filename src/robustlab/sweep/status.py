@@ -1,6 +1,6 @@
 """``robustlab status STUDY_DIR``: where a study stands, read from its folder alone (nothing is written): each
 trial's state, the live ones' epoch and latest test accuracies, the time its unfinished trials still need
-(:mod:`robustlab.sweep.estimate`), how far the study file's evaluations have got and, when the study has
+(:mod:`robustlab.sweep.estimate`; a running trial with no finished trial like it yet: from its own epochs' pace), how far the study file's evaluations have got and, when the study has
 claims, their counts so far.
 
 A trial whose results say ``running`` is *running* only while a process holds its claim
@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from robustlab.core.checkpoint import history_seconds
 from robustlab.core.io import read_jsonl
 from robustlab.core.layout import load_manifest, trial_dir, trial_status
 from robustlab.core.locks import is_claimed, study_locks
@@ -44,7 +45,12 @@ def _live_line(study_dir: Path, trials: list[Trial], trial: Trial, now: float) -
         text += "".join(f", {k} {rows[-1][k]:.3f}" for k in SHOWN if isinstance(rows[-1].get(k), (int, float)))
         text += f" (last epoch ended {_hours(now - (run / 'metrics.jsonl').stat().st_mtime)} ago)"
     left = seconds_left(study_dir, trials, trial)
-    return text + (f"; ~{_hours(left)} left" if left is not None else "")
+    if left is not None:
+        return text + f"; ~{_hours(left)} left"
+    if rows and epochs:          # no finished trial like it yet: its own epochs' pace
+        own = history_seconds(rows) / len(rows) * max(0, epochs - epochs_done(run))
+        return text + f"; ~{_hours(own)} left at its own pace (its final evaluation not counted)"
+    return text
 
 
 def status_lines(study_dir: str | Path, workers: int | None = None, now: float | None = None,
