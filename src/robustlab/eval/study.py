@@ -23,6 +23,11 @@ from robustlab.core.locks import claim, hold, study_locks
 CHECKPOINTS = ("best", "last")
 
 
+def requested_checkpoints(req) -> tuple[str, ...]:
+    """The checkpoints an EvalRequest evaluates: its ``checkpoint``, or best and last."""
+    return (req.checkpoint,) if req.checkpoint else CHECKPOINTS
+
+
 def evaluation_key(protocol: str, n: int) -> str:
     """The column-safe name of one study evaluation: ``PGD-50-10+AutoAttack`` on 100 points -> ``pgd_50_10_autoattack_n100``."""
     return re.sub(r"[^a-z0-9]+", "_", str(protocol).lower()).strip("_") + f"_n{n}"
@@ -53,7 +58,7 @@ def evaluation_status_lines(study_dir) -> list[str]:
     for req, _ in study_requests(entries):
         protocol = request_protocol(req)
         files = (records.get(evaluation_key(protocol, req.n)) or {}).get("files") or {}
-        wanted = (req.checkpoint,) if req.checkpoint else CHECKPOINTS
+        wanted = requested_checkpoints(req)
         done = sum(all(c in files.get(name, {}) or not (trial_dir(study_dir, name) / "checkpoints" / f"{c}.pt").is_file()
                        for c in wanted) for name in ended)
         line = (f"evaluation {protocol} on {req.n} points, checkpoint {req.checkpoint or 'best and last'}: "
@@ -77,7 +82,7 @@ def not_ended_line(not_ended: dict[str, list[str]]) -> str:
 def evaluate_trial(req, run: Path, log):
     """Yield (checkpoint, result) for each of ``req``'s checkpoints (best and last by default) that the trial has."""
     from robustlab.eval.command import run_eval
-    for which in ((req.checkpoint,) if req.checkpoint else CHECKPOINTS):
+    for which in requested_checkpoints(req):
         if not (run / "checkpoints" / f"{which}.pt").is_file():
             log(f"{run.name}: no {which} checkpoint; skipped")
             continue

@@ -2,7 +2,8 @@
 *like it* (the same overrides apart from ``seed`` and ``train.kernel_path``: the same method and setting, another
 seed or kernel path). The estimate is the slowest of them (a started trial should end), times the share of epochs the
 trial still has to run (an interrupted trial resumes after its last epoch). Used by ``robustlab sweep --deadline``
-and ``robustlab status``.
+and ``robustlab status``; the status of a started trial with no finished trial like it falls back on its own
+epochs' pace (:func:`own_pace_seconds_left`).
 """
 from __future__ import annotations
 
@@ -49,6 +50,18 @@ def epochs_done(run_dir: Path) -> int:
 def share_left(run_dir: Path, epochs: int) -> float:
     """The share of a trial's epochs still to run (1 for a trial not started)."""
     return max(0.0, (epochs - epochs_done(run_dir)) / epochs) if epochs else 1.0
+
+
+def own_pace_seconds_left(run_dir: Path, epochs: int) -> float | None:
+    """Seconds a started run still needs at the mean pace of its own recorded epochs (training plus monitor; its
+    final evaluation not counted); None before its first epoch. For a trial with no finished trial like it yet."""
+    try:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+    except (OSError, ValueError):
+        return None
+    if not rows or not epochs:
+        return None
+    return history_seconds(rows) / len(rows) * max(0, epochs - epochs_done(run_dir))
 
 
 def _likeness(trial: Trial) -> tuple:

@@ -1,7 +1,7 @@
 """``robustlab status STUDY_DIR``: where a study stands, read from its folder alone (nothing is written): each
 trial's state, the live ones' epoch and latest test accuracies, the time its unfinished trials still need
-(:mod:`robustlab.sweep.estimate`; a running trial with no finished trial like it yet: from its own epochs' pace), how far the study file's evaluations have got and, when the study has
-claims, their counts so far.
+(:mod:`robustlab.sweep.estimate`; a running trial with no finished trial like it yet: from its own epochs' pace),
+how far the study file's evaluations have got and, when the study has claims, their counts so far.
 
 A trial whose results say ``running`` is *running* only while a process holds its claim
 (:func:`robustlab.core.locks.is_claimed`); otherwise its process died before it could record the end
@@ -14,11 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from robustlab.core.checkpoint import history_seconds
 from robustlab.core.io import read_jsonl
 from robustlab.core.layout import load_manifest, trial_dir, trial_status
 from robustlab.core.locks import is_claimed, study_locks
-from robustlab.sweep.estimate import epochs_done, seconds_left
+from robustlab.sweep.estimate import epochs_done, own_pace_seconds_left, seconds_left
 from robustlab.sweep.study import Trial
 
 SHOWN = ("test_clean_acc", "test_pgd_acc")   # the latest epoch's columns shown for a live trial
@@ -47,10 +46,8 @@ def _live_line(study_dir: Path, trials: list[Trial], trial: Trial, now: float) -
     left = seconds_left(study_dir, trials, trial)
     if left is not None:
         return text + f"; ~{_hours(left)} left"
-    if rows and epochs:          # no finished trial like it yet: its own epochs' pace
-        own = history_seconds(rows) / len(rows) * max(0, epochs - epochs_done(run))
-        return text + f"; ~{_hours(own)} left at its own pace (its final evaluation not counted)"
-    return text
+    own = own_pace_seconds_left(run, int(epochs or 0))     # no finished trial like it yet
+    return text + (f"; ~{_hours(own)} left at its own pace (its final evaluation not counted)" if own is not None else "")
 
 
 def status_lines(study_dir: str | Path, workers: int | None = None, now: float | None = None,
